@@ -1,0 +1,32 @@
+# DUALRec: every target sets up what it needs (a virtual environment in .venv) before it runs.
+PYTHON ?= python3.11
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-fast setup clean-venv
+
+# The main job: the data pipeline's figures on the embedded defaults (the Streamlit app replaces this when it lands).
+run: $(STAMP)
+	$(BIN)/dualrec data stats
+
+# The whole test suite, including the slow tests and the real-data checks when ../shared/data/ml-1m-full-order exists.
+test: $(STAMP)
+	$(BIN)/python -m pytest --run-slow --run-realdata
+
+# Fast tests only (what to run while editing).
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt requirements-dev.txt pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "$(PYTHON) not found: install Python 3.11 or run make PYTHON=python3"; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install -r requirements-dev.txt
+	$(BIN)/python -m pip install --no-deps -e .
+	touch $(STAMP)
+
+clean-venv:
+	rm -rf $(VENV)
