@@ -77,6 +77,10 @@ GENDERS = {"F": "female", "M": "male"}
 SPLIT_MODES = ("user", "random-windows")
 SPLITS = ("train", "val", "test")
 
+# Matching written titles to MovieLens movies (dualrec.matching): precision first, a title below these is unmatched.
+MATCH_THRESHOLD = 95.0  # rapidfuzz `ratio` (0-100) between the normalized written title and a MovieLens title key
+MATCH_YEAR_TOLERANCE = 1  # a written year may differ from MovieLens's by this much (release vs. production year)
+
 
 @dataclass(frozen=True)
 class DataConfig:

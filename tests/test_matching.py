@@ -1,0 +1,124 @@
+"""The title matcher on the generated fixture's movies (the large answer set on the real titles: test_answers.py)."""
+
+import pytest
+
+from dualrec.dataset import load_dataset
+from dualrec.errors import UnknownTitleError
+from dualrec.matching import (
+    PREFIX,
+    SUBTITLE,
+    TitleIndex,
+    match_title,
+    movie_keys,
+    normalize,
+    resolve_title,
+    resolve_titles,
+    title_index,
+)
+from dualrec.movielens import read_movies
+
+
+@pytest.fixture(scope="module")
+def index(ml_dir) -> TitleIndex:
+    return TitleIndex(read_movies(ml_dir / "movies.dat"))
+
+
+@pytest.fixture(scope="module")
+def dataset(ml_dir):
+    return load_dataset(ml_dir)
+
+
+def movie_of(index: TitleIndex, title: str, year: int | None = None) -> str | None:
+    return index.match(title, year).movie
+
+
+def test_normalize_folds_accents_punctuation_numbers_and_superscripts():
+    assert normalize("Alien³") == normalize("Alien 3") == "alien 3"
+    assert normalize("Rocky IV") == normalize("Rocky 4")
+    assert normalize("Twelve Monkeys") == normalize("12 Monkeys")
+    assert normalize("Schindler’s List") == normalize("Schindlers List")
+    assert normalize("L.A. Confidential") == "la confidential"
+    assert normalize("Lilo & Stitch") == "lilo and stitch"
+    assert normalize("Star Wars: Episode I") == "star wars episode 1"
+    assert normalize("The Godfather Part II") == normalize("The Godfather 2")
+    assert normalize("Misérables") == "miserables"
+
+
+def test_keys_cover_moved_articles_alternates_and_subtitles():
+    keys = {normalize(form): level for form, level in movie_keys("Star Wars: Episode V - The Empire Strikes Back (1980)")}
+    assert keys["empire strikes back"] == keys["star wars the empire strikes back"] == SUBTITLE
+    assert keys["star wars"] == PREFIX
+    assert {"postino", "il postino", "the postman", "postman"} <= {normalize(f) for f, _ in movie_keys("Postino, Il (The Postman) (1994)")}
+    assert "enfer" in {normalize(f) for f, _ in movie_keys("Enfer, L' (1994)")}
+    assert "hard" not in {normalize(f) for f, _ in movie_keys("Die Hard (1988)")}  # a foreign article only where moved
+
+
+def test_articles_are_found_in_either_place(index):
+    assert movie_of(index, "The Matrix") == "Matrix, The (1999)"
+    assert movie_of(index, "Matrix, The", 1999) == "Matrix, The (1999)"
+    assert movie_of(index, "Matrix") == "Matrix, The (1999)"
+    assert movie_of(index, "A Bug's Life", 1998) == "Bug's Life, A (1998)"
+    assert movie_of(index, "Bugs Life") == "Bug's Life, A (1998)"
+    assert movie_of(index, "Les Miserables") == "Misérables, Les (1995)"
+
+
+def test_sequels_stay_apart(index):
+    assert movie_of(index, "Toy Story") == "Toy Story (1995)"
+    assert movie_of(index, "Toy Story 2") == "Toy Story 2 (1999)"
+    assert movie_of(index, "Toy Story II") == "Toy Story 2 (1999)"
+    assert movie_of(index, "Toy Story 3") is None
+    assert movie_of(index, "Toy Story 3", 2010) is None
+
+
+def test_unicode_alternates_and_subtitles(index):
+    assert movie_of(index, "Alien 3") == "Alien³ (1992)"
+    assert movie_of(index, "The Postman") == "Postino, Il (The Postman) (1994)"
+    assert movie_of(index, "The Emperor and the Assassin") == "Emperor and the Assassin, The (Jing ke ci qin wang) (1999)"
+    assert movie_of(index, "Jing ke ci qin wang") == "Emperor and the Assassin, The (Jing ke ci qin wang) (1999)"
+    empire = "Star Wars: Episode V - The Empire Strikes Back (1980)"
+    assert movie_of(index, "The Empire Strikes Back") == empire
+    assert movie_of(index, "Star Wars: The Empire Strikes Back", 1980) == empire
+    assert movie_of(index, "Star Wars Episode V: The Empire Strikes Back") == empire
+    assert movie_of(index, "Star Wars", 1980) == empire  # the bare prefix names one movie here, with its year
+
+
+def test_years_decide_and_are_allowed_one_year_off(index):
+    assert movie_of(index, "Toy Story", 1996) == "Toy Story (1995)"
+    assert movie_of(index, "Toy Story", 1997) is None  # a remake or another film: never the closest real movie
+    assert movie_of(index, "The Matrix", 2003) is None
+
+
+def test_titles_not_in_movielens_stay_unmatched(index):
+    for title, year in [("The Emperor's New Groove", 2000), ("Lilo & Stitch", 2002), ("Tarzan", 1999), ("Shrek", None), ("Alien", None)]:
+        match = index.match(title, year)
+        assert match.movie_id is None and match.score is None, title
+
+
+def test_a_close_spelling_matches_with_its_score(index):
+    match = index.match("The Matrixx", 1999)
+    assert match.movie_id == 7 and 95 <= match.score < 100
+    assert index.match("The Matrix").score == 100.0
+
+
+def test_dataset_indexes_are_built_once(dataset):
+    assert title_index(dataset) is title_index(dataset)
+    assert len(title_index(dataset)) == len(dataset.movies)
+    assert match_title(dataset, "Toy Story", 1995).movie_id == 8
+
+
+def test_resolve_title_returns_the_movie_id_or_suggests(dataset):
+    assert resolve_title(dataset, "the matrix (1999)") == 7
+    assert resolve_title(dataset, "  Toy Story 2 ") == 9
+    with pytest.raises(UnknownTitleError, match="Did you mean: ") as error:
+        resolve_title(dataset, "Toy Stroy 4")
+    suggestions = str(error.value).split("Did you mean: ")[1].rstrip("?").split("; ")
+    assert len(suggestions) == 3 and {"Toy Story (1995)", "Toy Story 2 (1999)"} <= set(suggestions)
+
+
+def test_resolve_titles_reads_a_semicolon_list_and_names_every_unknown(dataset):
+    assert resolve_titles(dataset, "Toy Story; The Matrix (1999);Alien 3;") == [8, 7, 6]
+    with pytest.raises(UnknownTitleError) as error:
+        resolve_titles(dataset, "Toy Story; Shrek (2001); Finding Nemo")
+    assert "'Shrek (2001)'" in str(error.value) and "'Finding Nemo'" in str(error.value)
+    with pytest.raises(UnknownTitleError, match="No titles"):
+        resolve_titles(dataset, " ; ")
