@@ -88,13 +88,14 @@ def without_article(title: str, any_language: bool) -> str | None:
 
 def movie_keys(raw_title: str) -> list[tuple[str, int]]:
     """Every (written form, level) under which a movies.dat title is found."""
-    main, alternates = split_alternates(split_year(raw_title)[0])
-    keys: list[tuple[str, int]] = []
+    name = split_year(raw_title)[0]
+    main, alternates = split_alternates(name)
+    keys = [(name, PRIMARY), (move_article_front(name), PRIMARY)] if alternates else []
     for form, level in [(main, PRIMARY)] + [(alternate, ALTERNATE) for alternate in alternates]:
         display = move_article_front(form)
         keys += [(form, level), (display, level)]
         if stripped := without_article(display, any_language=display != form):
-            keys.append((stripped, level))
+            keys.append((stripped, max(level, ALTERNATE)))  # "Fear" is "Fear (1996)" before "Fear, The (1995)"
         keys += segment_keys(display)
     return keys
 
@@ -149,7 +150,8 @@ class TitleIndex:
     A written title is looked up in tiers, the first tier with an acceptable candidate wins: the exact key (or the
     same words in another order: "Jurassic Park: The Lost World"), then rapidfuzz `ratio` >= MATCH_THRESHOLD, then,
     only when a year is written, a MovieLens title of 3+ words that ends the written one ("Monty Python's Life of
-    Brian", "Star Trek II: The Wrath of Khan"). Ties go to the closer year, the better key level, the most rated.
+    Brian", "Star Trek II: The Wrath of Khan"). Ties go to the closer year, the fuller written form (the title with
+    its parentheses before the title without), the better key level, then the most rated movie.
     """
 
     def __init__(self, movies: pd.DataFrame, popularity: pd.Series | None = None):
@@ -189,7 +191,11 @@ class TitleIndex:
         queries = [q for q in dict.fromkeys(normalize(f) for f in forms) if q]
         tiers = (self._exact_hits, self._fuzzy_hits) + ((self._suffix_hits,) if year is not None else ())
         for tier in tiers:
-            ranked = [self._rank(score, position, compared, year) for query in queries for score, position, compared in tier(query)]
+            ranked = [
+                self._rank(score, position, compared, year, order)
+                for order, query in enumerate(queries)
+                for score, position, compared in tier(query)
+            ]
             ranked = [rank for rank in ranked if rank is not None]
             if ranked:
                 top = min(ranked)
@@ -212,8 +218,9 @@ class TitleIndex:
                 return [(100.0, p, suffix) for p in self.exact[suffix] if self.key_levels[p] != PREFIX]
         return []
 
-    def _rank(self, score: float, position: int, compared: str, year: int | None) -> tuple | None:
-        """A sortable rank for an acceptable candidate; None when its numbers, year or key level rule it out."""
+    def _rank(self, score: float, position: int, compared: str, year: int | None, order: int) -> tuple | None:
+        """A sortable rank for an acceptable candidate (`order`: which written form found it, the fullest first);
+        None when its numbers, year or key level rule it out."""
         key, movie_id, level = self.keys[position], self.key_movies[position], self.key_levels[position]
         movie_year = self.years[movie_id]
         distance = 0 if year is None or movie_year is None else abs(movie_year - year)
@@ -221,7 +228,7 @@ class TitleIndex:
             return None
         if level == PREFIX and year is None and self.movies_per_key[key] > 1:
             return None
-        return (-score, distance, level, -self.popularity.get(movie_id, 0), movie_id)
+        return (-score, distance, order, level, -self.popularity.get(movie_id, 0), movie_id)
 
     def suggest(self, text: str, limit: int = 3) -> list[str]:
         """Up to `limit` MovieLens titles close to a text, for "did you mean" messages."""
