@@ -156,11 +156,11 @@ class TitleIndex:
 
     def __init__(self, movies: pd.DataFrame, popularity: pd.Series | None = None):
         self.raw_titles = dict(zip(movies.index.tolist(), movies["raw_title"].tolist()))
-        self.years = {m: (None if pd.isna(y) else int(y)) for m, y in zip(movies.index.tolist(), movies["year"].tolist())}
+        self.years = {movie_id: int(year) for movie_id, year in movies["year"].dropna().items()}
         self.popularity = popularity.reindex(movies.index, fill_value=0).to_dict() if popularity is not None else {}
         levels: dict[tuple[str, int], int] = {}
         for movie_id, raw_title in self.raw_titles.items():
-            for form, level in movie_keys(raw_title):
+            for form, level in dict(sorted(movie_keys(raw_title), key=lambda key: -key[1])).items():  # once, best level
                 key = (normalize(form), movie_id)
                 if key[0] and levels.get(key, PREFIX + 1) > level:
                     levels[key] = level
@@ -222,7 +222,7 @@ class TitleIndex:
         """A sortable rank for an acceptable candidate (`order`: which written form found it, the fullest first);
         None when its numbers, year or key level rule it out."""
         key, movie_id, level = self.keys[position], self.key_movies[position], self.key_levels[position]
-        movie_year = self.years[movie_id]
+        movie_year = self.years.get(movie_id)
         distance = 0 if year is None or movie_year is None else abs(movie_year - year)
         if numbers_of(key) != numbers_of(compared) or distance > MATCH_YEAR_TOLERANCE:
             return None
