@@ -113,6 +113,46 @@ class DataConfig:
         return asdict(self)
 
 
+LSTM_VARIANTS = ("poster", "public")
+LSTM_MONITORS = ("val_loss", "val_hr@5")
+
+
+@dataclass(frozen=True)
+class LSTMConfig:
+    """The multi-modal LSTM of SYSTEM.md section 3 and how it is trained ("public" = the poster's public code)."""
+
+    variant: str = "poster"
+    item_dim: int = 128
+    title_dim: int = 64
+    lstm_units: tuple[int, int] = (256, 128)
+    dropout: float = 0.3
+    learning_rate: float = 1e-3
+    batch_size: int = 128
+    epochs: int = 40  # upper bound; early stopping ends training sooner
+    patience: int = 3
+    monitor: str = "val_loss"
+    max_minutes: float | None = None  # stop before an epoch that would end past this budget
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        if self.variant not in LSTM_VARIANTS:
+            raise ValueError(f"LSTM variant must be one of {', '.join(LSTM_VARIANTS)}, not {self.variant!r}")
+        if self.monitor not in LSTM_MONITORS:
+            raise ValueError(f"early-stopping monitor must be one of {', '.join(LSTM_MONITORS)}, not {self.monitor!r}")
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+LSTM_PROFILES = {"quick": LSTMConfig(epochs=3), "full": LSTMConfig()}
+
+# The evaluation harness: cut-offs, protocols and the bootstrap behind every interval.
+EVAL_KS = (1, 5, 10)
+EVAL_PROTOCOLS = ("full", "sampled-20")
+BOOTSTRAP_SAMPLES = 1000
+BOOTSTRAP_SEED = 0
+
+
 @dataclass(frozen=True)
 class Paths:
     """Where DUALRec reads and writes; every folder can be moved with an environment variable."""

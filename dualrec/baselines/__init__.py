@@ -1,0 +1,44 @@
+"""The systems `dualrec evaluate --systems` can name, and how each is made ready to score.
+
+SYSTEMS maps a name to "module:factory"; `factory(name)` returns an unfitted Recommender, which `load_system` fits on
+the training users. Modules are imported only when their system is asked for, so optional extras (RecBole) load only
+when used. The LSTM is not here: it is trained by `dualrec train lstm` and loaded from its folder.
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+from dualrec.dataset import Dataset
+from dualrec.errors import DualrecError
+from dualrec.recommender import Recommender
+
+LSTM = "lstm"
+SYSTEMS: dict[str, str] = {
+    "mostpop": "dualrec.baselines.mostpop:MostPop",
+}
+
+
+def system_names() -> list[str]:
+    return [LSTM, *SYSTEMS]
+
+
+def new_system(name: str) -> Recommender:
+    """An unfitted registered system."""
+    if name not in SYSTEMS:
+        raise DualrecError(f"Unknown system {name!r}; choose from {', '.join(system_names())}.")
+    module, factory = SYSTEMS[name].split(":")
+    return getattr(importlib.import_module(module), factory)(name)
+
+
+def load_system(name: str, dataset: Dataset, lstm_dir: str | Path | None = None) -> Recommender:
+    """A system ready to score `dataset`'s cases: the trained LSTM (refused if trained on other data or another
+    split), or a registered system fitted on the training users."""
+    if name == LSTM:
+        from dualrec.sequential import load_lstm  # TensorFlow loads only when needed
+
+        return load_lstm(lstm_dir, dataset, strict=True)
+    system = new_system(name)
+    system.fit(dataset)
+    return system
