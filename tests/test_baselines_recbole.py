@@ -144,19 +144,29 @@ def test_short_and_empty_histories_score(name, trained, dataset):
 @pytest.mark.slow
 def test_same_seed_same_scores_and_another_seed_differs(dataset, trained):
     cases = dataset.cases["val"]
-    again = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY)
+    again = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY, use_cache=False)
     again.fit(dataset)
     np.testing.assert_array_equal(again.score(cases.histories, cases.users), trained["gru4rec"].score(cases.histories, cases.users))
-    other = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY, seed=7)
+    other = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY, seed=7, use_cache=False)
     other.fit(dataset)
     assert not np.allclose(other.score(cases.histories, cases.users), trained["gru4rec"].score(cases.histories, cases.users))
 
 
+@pytest.mark.parametrize("name", ["fpmc", pytest.param("slim", marks=pytest.mark.slow)])
+def test_a_trained_model_is_cached_and_reloaded(name, trained, dataset):
+    cases = dataset.cases["test"]
+    reloaded = recbole_recommender(name, budget=ONE_EPOCH, params=TINY)
+    reloaded.fit(dataset)
+    assert reloaded.training["loaded_from"] == str(trained[name].cache_file(dataset))
+    np.testing.assert_array_equal(reloaded.score(cases.histories, cases.users), trained[name].score(cases.histories, cases.users))
+    assert recbole_recommender(name, budget=ONE_EPOCH, params=TINY, seed=1).cache_file(dataset) != trained[name].cache_file(dataset)
+
+
 def test_budget_and_patience_stop_training(dataset):
-    quick = recbole_recommender("fpmc", budget=TrainingBudget(max_epochs=10, max_minutes=0), params=TINY)
+    quick = recbole_recommender("fpmc", budget=TrainingBudget(max_epochs=10, max_minutes=0), params=TINY, use_cache=False)
     quick.fit(dataset)
     assert quick.training["epochs"] == 1 and quick.training["stopped_by"] == "budget"
-    patient = recbole_recommender("stamp", budget=TrainingBudget(max_epochs=4, max_minutes=5, patience=1), params=TINY | {"learning_rate": 0.0})
+    patient = recbole_recommender("stamp", budget=TrainingBudget(max_epochs=4, max_minutes=5, patience=1), params=TINY | {"learning_rate": 0.0}, use_cache=False)
     patient.fit(dataset)
     assert patient.training["epochs"] == 2 and patient.training["stopped_by"] == "patience"
 

@@ -15,7 +15,10 @@ from __future__ import annotations
 
 import copy
 import functools
+import hashlib
+import json
 import logging
+import os
 import sys
 import tempfile
 import time
@@ -31,6 +34,7 @@ import scipy.sparse as sp
 import torch
 
 from dualrec.baselines.recbole_data import BENCHMARK_PART, prefix_windows, write_benchmark
+from dualrec.config import paths
 from dualrec.dataset import PAD_ITEM, Dataset, Windows
 from dualrec.errors import DualrecError
 from dualrec.metrics import ndcg
@@ -39,6 +43,7 @@ log = logging.getLogger(__name__)
 
 MODELS = {"slim": "SLIMElastic", "fpmc": "FPMC", "gru4rec": "GRU4Rec", "narm": "NARM", "stamp": "STAMP", "sasrec": "SASRec"}
 DATASET_NAME = "dualrec"
+CACHE_VERSION = 1
 SCORE_BATCH = 1024
 VALIDATION_K = 10
 NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "bool8": np.bool_}
@@ -106,6 +111,7 @@ class RecBoleRecommender:
     budget: TrainingBudget = TrainingBudget()
     seed: int = 42
     params: dict = field(default_factory=dict)  # RecBole settings that override its defaults
+    use_cache: bool = True  # reuse (and keep) the model trained with the same data and options
     training: dict = field(default_factory=dict, init=False)  # what fit() did: epochs, seconds, validation scores
     model: torch.nn.Module | None = field(default=None, init=False, repr=False)
     item_ids: np.ndarray | None = field(default=None, init=False, repr=False)  # RecBole id of each catalogue item
@@ -121,8 +127,18 @@ class RecBoleRecommender:
     def options(self) -> dict:
         return {"recbole_model": MODELS[self.name], "seed": self.seed, "budget": asdict(self.budget), "params": self.params}
 
+    def cache_file(self, dataset: Dataset) -> Path:
+        """Where the model trained on this data with these options is kept."""
+        key = json.dumps([CACHE_VERSION, dataset.fingerprint, dataset.config.as_dict(), self.options], sort_keys=True, default=str)
+        return paths().models / "baselines" / f"{self.name}-{hashlib.md5(key.encode()).hexdigest()[:16]}.pt"
+
     def fit(self, dataset: Dataset) -> None:
         recbole = import_recbole()
+        cached = self.cache_file(dataset)
+        if self.use_cache and cached.is_file():
+            self.load(cached)
+            log.info("%s loaded from %s (trained in %s s)", self.name, cached, self.training.get("seconds"))
+            return
         started = time.monotonic()
         samples = prefix_windows(dataset, dataset.split_users["train"])
         with tempfile.TemporaryDirectory(prefix="dualrec-recbole-") as folder:
@@ -138,6 +154,21 @@ class RecBoleRecommender:
         self.model.eval()
         self.training.update(samples=len(samples), seconds=round(time.monotonic() - started, 1))
         log.info("%s trained: %s", self.name, self.training)
+        if self.use_cache:
+            self.save(cached)
+
+    def save(self, file: Path) -> None:
+        """The trained RecBole model (pickled whole: rebuilding it would need its dataset) and the id maps."""
+        file.parent.mkdir(parents=True, exist_ok=True)
+        staging = file.with_suffix(".part")
+        torch.save({"model": self.model, "item_ids": self.item_ids, "user_ids": self.user_ids, "training": self.training}, staging)
+        os.replace(staging, file)
+
+    def load(self, file: Path) -> None:
+        import_recbole()  # unpickling needs RecBole's classes, importable only through the fixes
+        state = torch.load(file, weights_only=False)  # our own cache file, written by save()
+        self.model, self.item_ids, self.user_ids = state["model"], state["item_ids"], state["user_ids"]
+        self.training = state["training"] | {"loaded_from": str(file)}
 
     def recbole_config(self, recbole: types.SimpleNamespace, folder: str, window: int):
         """RecBole's configuration: its defaults for the model, our files, CPU, the seed, then `params`."""
