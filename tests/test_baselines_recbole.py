@@ -14,6 +14,7 @@ import torch  # noqa: E402
 
 from dualrec.baselines.recbole_data import prefix_windows, write_benchmark  # noqa: E402
 from dualrec.baselines.recbole_models import (  # noqa: E402
+    BUDGETS,
     DATASET_NAME,
     MODELS,
     RecBoleRecommender,
@@ -21,9 +22,8 @@ from dualrec.baselines.recbole_models import (  # noqa: E402
     build_train_set,
     import_recbole,
     recbole_recommender,
-    validation_ndcg,
 )
-from dualrec.dataset import PAD_ITEM, Windows, load_dataset  # noqa: E402
+from dualrec.dataset import PAD_ITEM, load_dataset  # noqa: E402
 from dualrec.errors import DualrecError  # noqa: E402
 
 TINY = {"embedding_size": 16, "hidden_size": 16, "inner_size": 32, "train_batch_size": 512}
@@ -182,16 +182,22 @@ def test_prefix_windows_hold_every_training_window(dataset):
     assert all(tuple(row) in as_rows for row in np.column_stack([windows.users, windows.histories, windows.targets]))
 
 
-def test_validation_ndcg_on_hand_made_cases():
-    histories = np.array([[PAD_ITEM, 0], [PAD_ITEM, 1]], dtype=np.int32)
-    cases = Windows(histories, np.array([2, 0], dtype=np.int32), np.array([1, 2], dtype=np.int32))
-    scores = np.array([[9.0, 1.0, 5.0], [1.0, 9.0, 2.0]])  # item 0, then item 1, watched: the targets rank 1st, 2nd
-    assert validation_ndcg(scores, cases, k=1) == pytest.approx(0.5)
-    assert validation_ndcg(scores, cases, k=10) == pytest.approx(0.5 + 0.5 / np.log2(3))
-
-
 def test_unknown_and_untrained_models_fail_clearly():
     with pytest.raises(ValueError, match="gru4rec"):
         recbole_recommender("gcegnn")
     with pytest.raises(DualrecError, match="fit"):
         recbole_recommender("narm").score(np.zeros((1, 30), np.int32), np.array([1]))
+
+
+def test_registered_for_the_harness(dataset):
+    from dualrec.baselines import new_system, system_names
+    from dualrec.evaluation import evaluate_system
+
+    assert set(MODELS) <= set(system_names())
+    fpmc = new_system("fpmc")
+    assert fpmc.budget == BUDGETS["fpmc"]
+    fpmc.budget, fpmc.params = ONE_EPOCH, TINY  # the registered defaults, made tiny for the fixture
+    fpmc.fit(dataset)
+    entries = evaluate_system(fpmc, dataset, protocols=("full", "sampled-20"), samples=50)
+    assert [entry["protocol"] for entry in entries] == ["full", "sampled-20"]
+    assert entries[0]["options"]["model"] == "FPMC" and entries[0]["options"]["training"]["epochs"] == 1

@@ -17,6 +17,7 @@ from dualrec.recommender import Recommender
 LSTM = "lstm"
 SYSTEMS: dict[str, str] = {
     "mostpop": "dualrec.baselines.mostpop:MostPop",
+    **dict.fromkeys(("slim", "fpmc", "narm", "stamp", "gru4rec", "sasrec"), "dualrec.baselines.recbole_models:recbole_recommender"),
 }
 
 

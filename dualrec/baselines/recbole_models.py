@@ -30,13 +30,13 @@ from unittest import mock
 
 import numpy as np
 import pandas as pd
-import scipy.sparse as sp
 import torch
 
 from dualrec.baselines.recbole_data import BENCHMARK_PART, prefix_windows, write_benchmark
 from dualrec.config import paths
-from dualrec.dataset import PAD_ITEM, Dataset, Windows
+from dualrec.dataset import PAD_ITEM, Dataset
 from dualrec.errors import DualrecError
+from dualrec.evaluation import ranks_full, watched_before
 from dualrec.metrics import ndcg
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,17 @@ class TrainingBudget:
     patience: int = 3  # epochs without a better validation NDCG@10
 
 
+# The reference runs' budgets on this shared 2-core CPU, one torch thread, 498k training samples: an epoch takes about
+# 15 minutes for GRU4Rec and NARM, 30 for SASRec, 3 for STAMP, 20 s for FPMC. SLIM has no epochs.
+BUDGETS = {
+    "fpmc": TrainingBudget(max_epochs=100, max_minutes=15),
+    "gru4rec": TrainingBudget(max_minutes=45),
+    "narm": TrainingBudget(max_minutes=45),
+    "stamp": TrainingBudget(max_minutes=30),
+    "sasrec": TrainingBudget(max_minutes=60),
+}
+
+
 @functools.cache
 def import_recbole() -> types.SimpleNamespace:
     """Import the parts of RecBole used here, with the compatibility fixes of the module docstring."""
@@ -71,6 +82,7 @@ def import_recbole() -> types.SimpleNamespace:
     # tensorboard's documented switch to its TensorFlow stub; RecBole only needs tensorboard to import.
     sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
     try:
+        import recbole
         from recbole.config import Config
         from recbole.data import create_dataset
         from recbole.data.dataloader import TrainDataLoader
@@ -78,22 +90,15 @@ def import_recbole() -> types.SimpleNamespace:
         from recbole.model import sequential_recommender  # noqa: F401  (its SINE module enables anomaly detection)
         from recbole.sampler import Sampler
         from recbole.utils import InputType, get_model, init_seed
+        from scipy import sparse
     except ImportError as error:
         raise MissingRecBoleError(f"RecBole is not installed ({error}): pip install --no-deps -r requirements-baselines.txt") from error
     torch.autograd.set_detect_anomaly(False)
     return types.SimpleNamespace(
         Config=Config, create_dataset=create_dataset, TrainDataLoader=TrainDataLoader, Interaction=Interaction,
-        Sampler=Sampler, InputType=InputType, get_model=get_model, init_seed=init_seed,
+        Sampler=Sampler, InputType=InputType, get_model=get_model, init_seed=init_seed, sparse=sparse,
+        version=recbole.__version__,
     )  # fmt: skip
-
-
-def validation_ndcg(scores: np.ndarray, cases: Windows, k: int = VALIDATION_K) -> float:
-    """Mean NDCG@k of the cases' targets ranked among all catalogue items, the history's items excluded."""
-    scores = scores.astype(np.float64)
-    rows, cols = np.nonzero(cases.histories != PAD_ITEM)
-    scores[rows, cases.histories[rows, cols]] = -np.inf
-    target = scores[np.arange(len(cases)), cases.targets]
-    return float(ndcg(1 + (scores > target[:, None]).sum(axis=1), k).mean())
 
 
 def build_train_set(recbole: types.SimpleNamespace, config):
@@ -124,12 +129,18 @@ class RecBoleRecommender:
             raise ValueError(f"unknown RecBole baseline {self.name!r}; choose from {', '.join(MODELS)}")
 
     @property
+    def settings(self) -> dict:
+        """What decides the trained model (with the data): the cache key."""
+        return {"recbole": import_recbole().version, "model": MODELS[self.name], "seed": self.seed, "budget": asdict(self.budget), "params": self.params}
+
+    @property
     def options(self) -> dict:
-        return {"recbole_model": MODELS[self.name], "seed": self.seed, "budget": asdict(self.budget), "params": self.params}
+        """The settings and what training did, for results files."""
+        return self.settings | {"training": self.training}
 
     def cache_file(self, dataset: Dataset) -> Path:
         """Where the model trained on this data with these options is kept."""
-        key = json.dumps([CACHE_VERSION, dataset.fingerprint, dataset.config.as_dict(), self.options], sort_keys=True, default=str)
+        key = json.dumps([CACHE_VERSION, dataset.fingerprint, dataset.config.as_dict(), self.settings], sort_keys=True, default=str)
         return paths().models / "baselines" / f"{self.name}-{hashlib.md5(key.encode()).hexdigest()[:16]}.pt"
 
     def fit(self, dataset: Dataset) -> None:
@@ -150,7 +161,7 @@ class RecBoleRecommender:
             user_tokens = train_set.field2id_token[train_set.uid_field][1:].astype(np.int64)  # id 0 is RecBole's [PAD]
             self.user_ids = pd.Series(np.arange(1, len(user_tokens) + 1), index=user_tokens)
             self.model = recbole.get_model(config["model"])(config, train_set)
-            self.train(recbole, config, train_set, dataset.cases["val"])
+            self.train(recbole, config, train_set, dataset)
         self.model.eval()
         self.training.update(samples=len(samples), seconds=round(time.monotonic() - started, 1))
         log.info("%s trained: %s", self.name, self.training)
@@ -194,13 +205,20 @@ class RecBoleRecommender:
         with mock.patch.object(sys, "argv", sys.argv[:1]):  # RecBole would read --key=value from our command line
             return recbole.Config(model=model_class, dataset=DATASET_NAME, config_dict=settings)
 
-    def train(self, recbole: types.SimpleNamespace, config, train_set, val_cases: Windows) -> None:
+    def validate(self, dataset: Dataset, watched: np.ndarray) -> float:
+        """NDCG@10 of the validation cases under the harness's full protocol (watched movies excluded)."""
+        cases = dataset.cases["val"]
+        ranks = ranks_full(self.score(cases.histories, cases.users), cases.targets, watched)
+        return round(float(ndcg(ranks, VALIDATION_K).mean()), 5)
+
+    def train(self, recbole: types.SimpleNamespace, config, train_set, dataset: Dataset) -> None:
         """Adam on the model's own loss, one validation per epoch; keeps the best epoch's weights."""
         sampler = None
         if config["train_neg_sample_args"]["distribution"] != "none":
             sampler = recbole.Sampler([BENCHMARK_PART], [train_set], config["train_neg_sample_args"]["distribution"]).set_phase(BENCHMARK_PART)
         loader = recbole.TrainDataLoader(config, train_set, sampler, shuffle=True)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+        watched = watched_before(dataset, dataset.cases["val"])
         deadline = time.monotonic() + 60 * self.budget.max_minutes
         best, best_state, stale, scores, stop = -1.0, None, 0, [], "max_epochs"
         for epoch in range(1, self.budget.max_epochs + 1):
@@ -215,7 +233,7 @@ class RecBoleRecommender:
                 if time.monotonic() > deadline:
                     break
             self.model.eval()
-            scores.append(round(validation_ndcg(self.score(val_cases.histories, val_cases.users), val_cases), 5))
+            scores.append(self.validate(dataset, watched))
             log.info("%s epoch %d: loss %.4f, validation NDCG@%d %.4f", self.name, epoch, np.mean(losses), VALIDATION_K, scores[-1])
             if scores[-1] > best:
                 best, best_state, stale = scores[-1], copy.deepcopy(self.model.state_dict()), 0
@@ -266,18 +284,23 @@ class SLIMRecommender(RecBoleRecommender):
 
     inter_columns = ("user_id", "item_id")
 
-    def train(self, recbole: types.SimpleNamespace, config, train_set, val_cases: Windows) -> None:
-        self.training = {"epochs": 0, f"val_ndcg@{VALIDATION_K}": [round(validation_ndcg(self.score(val_cases.histories, val_cases.users), val_cases), 5)]}
+    @property
+    def settings(self) -> dict:
+        return {key: value for key, value in super().settings.items() if key != "budget"}  # no epochs to budget
+
+    def train(self, recbole: types.SimpleNamespace, config, train_set, dataset: Dataset) -> None:
+        self.training = {"epochs": 0, f"val_ndcg@{VALIDATION_K}": [self.validate(dataset, watched_before(dataset, dataset.cases["val"]))]}
 
     def predict(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         rows, cols = np.nonzero(histories != PAD_ITEM)
         shape = (len(histories), self.model.n_items)
-        self.model.interaction_matrix = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, self.item_ids[histories[rows, cols]])), shape=shape)
+        self.model.interaction_matrix = import_recbole().sparse.csr_matrix((np.ones(len(rows), np.float32), (rows, self.item_ids[histories[rows, cols]])), shape=shape)
         interaction = import_recbole().Interaction({self.model.USER_ID: torch.arange(len(histories))})
         return self.model.full_sort_predict(interaction).numpy()
 
 
 def recbole_recommender(name: str, **options) -> RecBoleRecommender:
-    """The Recommender for one of MODELS' keys, with its model's fallbacks."""
+    """The Recommender for one of MODELS' keys, with its model's fallbacks and (unless given) its budget."""
     kinds = {"fpmc": FPMCRecommender, "slim": SLIMRecommender}
+    options.setdefault("budget", BUDGETS.get(name, TrainingBudget()))
     return kinds.get(name, RecBoleRecommender)(name, **options)
