@@ -1,0 +1,90 @@
+"""Load time, time to first token and tokens/s of the embedded SmolLM2 GGUF on this machine, per engine.
+
+    python benchmarks/bench_llm.py [--tokens 128] [--runs 3] [--torch-threads N]
+
+transformers: the first load converts the GGUF into an empty temporary cache, the second loads the converted
+folder. llama.cpp reads the GGUF directly: first and second load in this process. Tokens are counted with
+the model's tokenizer; time to first token includes applying the chat template and the prompt's prefill.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import tempfile
+import time
+
+import torch
+
+from dualrec.llm import DEFAULT_PRESET, GenerationSettings, LLMBackend, load_backend
+from dualrec.llm.llamacpp_backend import llamacpp_available
+
+PROMPT = (
+    "Below is a user's movie watching history:\n"
+    "- Heat (1995) (Action, Crime, Thriller)\n"
+    "- Casino (1995) (Drama, Thriller)\n"
+    "Based on this, the system (LSTM) recommends: Fargo (1996).\n"
+    "Now, as a helpful assistant, recommend 3 more full movie titles with release years and genres "
+    "that this user would likely enjoy next."
+)
+
+
+def timed_load(engine: str) -> tuple[LLMBackend, float]:
+    started = time.perf_counter()
+    backend = load_backend(DEFAULT_PRESET, engine=engine)
+    return backend, time.perf_counter() - started
+
+
+def timed_stream(backend: LLMBackend, settings: GenerationSettings, tokenizer) -> tuple[float, float]:
+    """(seconds to the first chunk, tokens per second after it)."""
+    started = time.perf_counter()
+    chunks = backend.stream(PROMPT, settings)
+    next(chunks)
+    first_at = time.perf_counter()
+    rest = "".join(chunks)
+    return first_at - started, len(tokenizer.encode(rest, add_special_tokens=False)) / (time.perf_counter() - first_at)
+
+
+def bench(engine: str, settings: GenerationSettings, runs: int, tokenizer=None) -> LLMBackend:
+    """Print one engine's figures; return the loaded backend. Tokens are counted with `tokenizer` or its own."""
+    backend, first_load = timed_load(engine)
+    backend.close()
+    backend, second_load = timed_load(engine)
+    tokenizer = tokenizer or backend.tokenizer
+    timed_stream(backend, settings, tokenizer)  # warm-up
+    ttft, speed = zip(*(timed_stream(backend, settings, tokenizer) for _ in range(runs)))
+    print(
+        f"{engine:12s} | load first {first_load:6.2f} s, again {second_load:5.2f} s "
+        f"| first token {statistics.median(ttft) * 1000:5.0f} ms | {statistics.median(speed):6.1f} tokens/s",
+        flush=True,
+    )
+    return backend
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--tokens", type=int, default=128, help="max new tokens per run")
+    parser.add_argument("--runs", type=int, default=3, help="timed runs per engine (medians are printed)")
+    parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
+    args = parser.parse_args()
+    if args.torch_threads:
+        torch.set_num_threads(args.torch_threads)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["DUALREC_CACHE_DIR"] = tempfile.mkdtemp(prefix="dualrec-bench-llm-")
+    settings = GenerationSettings(max_new_tokens=args.tokens, temperature=0.7, seed=0)
+    print(
+        f"{DEFAULT_PRESET}: up to {args.tokens} new tokens, median of {args.runs} runs, {os.cpu_count()} CPU cores, "
+        f"torch threads {torch.get_num_threads()}"
+    )
+    reference = bench("transformers", settings, args.runs)
+    if llamacpp_available():
+        bench("llama.cpp", settings, args.runs, reference.tokenizer)
+    else:
+        print("llama.cpp    | not installed (pip install llama-cpp-python)")
+    shutil.rmtree(os.environ["DUALREC_CACHE_DIR"])
+
+
+if __name__ == "__main__":
+    main()
