@@ -266,7 +266,7 @@ class LSTMRecommender:
     def fit(self, dataset: Dataset) -> None:
         """Retrain from scratch on `dataset` with this model's options (the Recommender interface)."""
         trained = train_lstm(dataset, config_from_dict(self.metadata["lstm"]), verbose=0)
-        self.__init__(trained.model, trained.metadata, trained.vocabulary)
+        vars(self).update(vars(trained))
 
     def probabilities(self, histories: np.ndarray) -> np.ndarray:
         """(n, C) next-item probabilities for (n, window) padded histories, in batches of SCORE_BATCH."""
