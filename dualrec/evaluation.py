@@ -218,6 +218,7 @@ def write_results(document: dict, path: str | Path) -> Path:
     with os.fdopen(handle, "w") as out:
         json.dump(document, out, indent=1)
         out.write("\n")
+    os.chmod(temporary, 0o644)
     os.replace(temporary, path)
     return path
 
