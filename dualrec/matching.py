@@ -129,12 +129,9 @@ class Match:
     title: str  # the title read from it
     year: int | None  # the year written with it
     movie_id: int | None
-    score: float | None  # rapidfuzz similarity 0-100 to the matched title (100: found exactly); None when unmatched
+    score: float | None  # rapidfuzz similarity 0-100 to the matched title key (100: exactly, or as the end of the
+    #                       written title); None when unmatched
     movie: str | None = None  # the matched movie's MovieLens title, "Matrix, The (1999)"
-
-    @property
-    def matched(self) -> bool:
-        return self.movie_id is not None
 
     def as_dict(self) -> dict:
         return asdict(self)

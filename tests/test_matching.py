@@ -16,6 +16,9 @@ from dualrec.matching import (
     title_index,
 )
 from dualrec.movielens import read_movies
+from dualrec.parsing import parse_answer
+from dualrec.prompts import format_answer
+from tests.answers import evaluate, load_answers
 
 
 @pytest.fixture(scope="module")
@@ -122,3 +125,37 @@ def test_resolve_titles_reads_a_semicolon_list_and_names_every_unknown(dataset):
     assert "'Shrek (2001)'" in str(error.value) and "'Finding Nemo'" in str(error.value)
     with pytest.raises(UnknownTitleError, match="No titles"):
         resolve_titles(dataset, " ; ")
+
+
+# ---- the realistic answer set (tests/answers/) on the real movies.dat, when it is here -----------------------------
+
+ANSWERS = load_answers()
+
+
+@pytest.fixture(scope="module")
+def real_index(real_data_dir) -> TitleIndex:
+    return TitleIndex(read_movies(real_data_dir / "movies.dat"))
+
+
+@pytest.mark.parametrize("answer", ANSWERS, ids=lambda a: a.id)
+def test_every_answer_of_the_set_matches_as_expected(real_index, answer):
+    ids = {raw: movie_id for movie_id, raw in real_index.raw_titles.items()}
+    for expected in answer.expect:
+        meant = ids[expected.movie] if expected.movie else None
+        found = real_index.match(expected.title, expected.year).movie_id
+        assert found in ((None, meant) if expected.miss else (meant,)), expected
+
+
+def test_the_matcher_is_precise_on_the_answer_set(real_index):
+    quality, wrong = evaluate(real_index, ANSWERS)
+    assert wrong == [] and quality.precision == 1.0
+    assert quality.recall >= 0.98, quality.missed
+
+
+def test_every_movielens_movie_matches_itself_in_the_answer_format(real_data_dir, real_index):
+    movies = read_movies(real_data_dir / "movies.dat")
+    ids = movies.index.tolist()
+    for start in range(0, len(ids), 50):
+        chunk = ids[start : start + 50]
+        parsed = parse_answer(format_answer(movies, chunk))
+        assert [real_index.match(p.title, p.year).movie_id for p in parsed] == chunk

@@ -9,10 +9,12 @@ from functools import partial
 
 from dualrec.baselines import load_system, system_names
 from dualrec.commands.common import add_data_options, data_config
+from dualrec.commands.llm import add_freeform_options, freeform_entry
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
 from dualrec.dataset import load_dataset
 from dualrec.errors import DualrecError
 from dualrec.evaluation import evaluate, markdown_table, write_results
+from dualrec.freeform import FREEFORM
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--lstm-dir", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
+    add_freeform_options(parser)
     parser.set_defaults(handler=run)
 
 
@@ -38,12 +41,15 @@ def names(text: str, allowed: list[str] | tuple[str, ...], what: str) -> list[st
 
 def run(args: argparse.Namespace) -> None:
     systems = names(args.systems, system_names(), "system")
-    protocols = names(args.protocol, EVAL_PROTOCOLS, "protocol")
+    protocols = names(args.protocol, EVAL_PROTOCOLS + (FREEFORM,), "protocol")
+    scored = [protocol for protocol in protocols if protocol != FREEFORM]
     dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
     loader = partial(load_system, dataset=dataset, lstm_dir=args.lstm_dir)
-    document = evaluate(systems, dataset, loader, args.split, protocols, args.bootstrap, args.seed, progress=lambda message: print(message, file=sys.stderr))
+    document = evaluate(systems if scored else [], dataset, loader, args.split, scored, args.bootstrap, args.seed, progress=lambda message: print(message, file=sys.stderr))
     document["options"] = {"systems": systems, "protocols": protocols, "split": args.split, "data_dir": args.data_dir, "lstm_dir": args.lstm_dir}
     out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    if FREEFORM in protocols:
+        document["results"].append(freeform_entry(args, dataset, out))
     path = write_results(document, out)
     print(markdown_table(document["results"]))
     print(f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}")

@@ -1,0 +1,159 @@
+"""`dualrec prompt`, `dualrec match` and `dualrec generate`: DUALRec stage 2 from the command line; and the options
+and entry of the `freeform` protocol of `dualrec evaluate`."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import re
+import sys
+from pathlib import Path
+
+from dualrec.commands.common import add_data_options, print_json
+from dualrec.commands.data import load
+from dualrec.dataset import Dataset
+from dualrec.errors import DualrecError
+from dualrec.freeform import DEFAULT_K as FREEFORM_K
+from dualrec.freeform import DEFAULT_TEMPLATE as FREEFORM_TEMPLATE
+from dualrec.freeform import FreeformOptions, evaluate_freeform
+from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMBackend, LLMError, load_backend
+from dualrec.matching import Match, match_all, resolve_titles
+from dualrec.parsing import parse_answer
+from dualrec.pipeline import Stage2Prompt, Stage2Result, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
+from dualrec.prompts import DEFAULT_K, DEFAULT_TEMPLATE, TEMPLATES
+
+MODEL_HELP = f"LLM preset ({', '.join(PRESETS)}), 'custom' or a local folder / .gguf path (default %(default)s)"
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    prompt = subparsers.add_parser("prompt", help="print the Stage 2 prompt for a MovieLens user or a typed history")
+    add_prompt_options(prompt)
+    prompt.set_defaults(handler=run_prompt)
+
+    match = subparsers.add_parser("match", help="read an LLM answer on stdin; print its titles matched to MovieLens as JSON")
+    add_data_options(match)
+    match.add_argument("--prompt-file", help="the prompt the answer replies to: lines that echo it are ignored")
+    match.set_defaults(handler=run_match)
+
+    generate = subparsers.add_parser("generate", help="DUALRec stage 2: LSTM pick, prompt, the LLM's answer, matched titles")
+    add_prompt_options(generate)
+    generate.add_argument("--model", default=DEFAULT_PRESET, help=MODEL_HELP)
+    generate.add_argument("--stream", action="store_true", help="print the answer as it is generated (to stderr with --json)")
+    generate.add_argument("--json", action="store_true", help="print the result as JSON")
+    generate.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
+    generate.add_argument("--seed", type=int, help="sampling seed, for a repeatable answer")
+    generate.add_argument("--greedy", action="store_true", help="always pick the most likely token")
+    generate.set_defaults(handler=run_generate)
+
+
+def add_prompt_options(parser: argparse.ArgumentParser) -> None:
+    add_data_options(parser)
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", type=int, help="MovieLens UserID (test and validation users: their target is held out)")
+    who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
+    parser.add_argument("--template", choices=TEMPLATES, default=DEFAULT_TEMPLATE, help="prompt template (default %(default)s)")
+    parser.add_argument("--k", type=int, default=DEFAULT_K, help="how many movies to ask for (default %(default)s)")
+    parser.add_argument("--lstm-dir", help="folder of a trained LSTM (default: where `dualrec train lstm` saves)")
+    parser.add_argument("--no-lstm", action="store_true", help="leave the LSTM's pick out of the prompt")
+
+
+def stage2_prompt(args: argparse.Namespace) -> tuple[Dataset, Stage2Prompt]:
+    """The dataset and the prompt for --user or --history, with the LSTM's pick when a trained LSTM exists."""
+    dataset = load(args)
+    if args.user is not None:
+        history = user_history(dataset, args.user)
+    else:
+        history = resolve_titles(dataset, args.history)
+    if args.no_lstm:
+        lstm, note = None, "--no-lstm: the prompt has no LSTM pick."
+    else:
+        lstm, note = load_trained_lstm(dataset, args.lstm_dir)
+    prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), args.template, args.k, note)
+    if prompt.note:
+        print_to_stderr(f"note: {prompt.note}")
+    return dataset, prompt
+
+
+def run_prompt(args: argparse.Namespace) -> None:
+    print(stage2_prompt(args)[1].text)
+
+
+def run_match(args: argparse.Namespace) -> None:
+    dataset = load(args)
+    prompt = Path(args.prompt_file).read_text() if args.prompt_file else None
+    parsed = parse_answer(sys.stdin.read(), prompt)
+    print_json({"titles": [match.as_dict() for match in match_all(dataset, [(p.text, p.title, p.year) for p in parsed])]})
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    dataset, prompt = stage2_prompt(args)
+    backend = open_backend(args.model)
+    overrides = {"max_new_tokens": args.max_new_tokens, "seed": args.seed, "greedy": args.greedy or None}
+    settings = dataclasses.replace(backend.settings, **{k: v for k, v in overrides.items() if v is not None})
+    out = sys.stderr if args.json else sys.stdout
+    if not args.json:
+        print(f"{prompt.text}\n\n--- {backend.name} ---", flush=True)
+    on_chunk = (lambda chunk: print(chunk, end="", file=out, flush=True)) if args.stream else None
+    try:
+        result = run_stage2(dataset, backend, prompt, settings, on_chunk)
+    except LLMError as error:
+        raise DualrecError(f"{backend.name}: {error}") from None
+    finally:
+        backend.close()
+    if args.stream:
+        print(file=out)
+    if args.json:
+        print_json({"model": args.model} | result.as_dict())
+        return
+    if not args.stream:
+        print(result.answer)
+    print_recommendations(dataset, result)
+
+
+def open_backend(model: str) -> LLMBackend:
+    try:
+        return load_backend(model)
+    except LLMError as error:
+        raise DualrecError(str(error)) from None
+
+
+def print_recommendations(dataset: Dataset, result: Stage2Result) -> None:
+    """The matched list: each recommended title, the MovieLens movie it names (or that it names none)."""
+    print("\n--- recommendations ---")
+    if result.prompt.lstm_pick is not None:
+        print(f" LSTM: {dataset.movies.loc[result.prompt.lstm_pick, 'raw_title']} [movie {result.prompt.lstm_pick}]")
+    for rank, match in enumerate(result.titles, start=1):
+        print(f"{rank:>3}. {describe(match, result.prompt.history)}")
+    if not result.titles:
+        print("  (no titles found in the answer)")
+
+
+def describe(match: Match, history: tuple[int, ...]) -> str:
+    written = match.title + (f" ({match.year})" if match.year else "")
+    if match.movie_id is None:
+        return f"{written} -> not in MovieLens"
+    watched = ", already watched" if match.movie_id in history else ""
+    return f"{written} -> {match.movie} [movie {match.movie_id}, score {match.score:g}{watched}]"
+
+
+def add_freeform_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `dualrec evaluate --protocol freeform` (DUALRec stage 2 on the test cases)."""
+    group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
+    group.add_argument("--model", default=DEFAULT_PRESET, help=MODEL_HELP)
+    group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
+    group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
+    group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
+    group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
+    group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
+
+
+def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path) -> dict:
+    """The `freeform` results entry of args.model; its answers are saved beside the results file `out`."""
+    options = FreeformOptions(args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir)
+    out = Path(out)
+    answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
+    return evaluate_freeform(dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr)
+
+
+def print_to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)

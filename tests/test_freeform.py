@@ -1,0 +1,92 @@
+"""The `freeform` protocol: seeded subsamples, rankings from matched answers, the figures and the saved answers."""
+
+import json
+import threading
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import tests.llm_fixtures  # noqa: F401  (offline hub)
+from dualrec.dataset import PAD_ITEM, load_dataset
+from dualrec.errors import DualrecError
+from dualrec.evaluation import watched_before
+from dualrec.freeform import FREEFORM, FreeformOptions, evaluate_freeform, sample_cases
+from dualrec.llm import GenerationSettings, LLMBackend, Message
+from dualrec.pipeline import prepare_prompt
+from dualrec.prompts import format_answer
+
+
+@pytest.fixture(scope="module")
+def dataset(ml_dir):
+    return load_dataset(ml_dir)
+
+
+class OracleBackend(LLMBackend):
+    """Answers each prompt from a table: prompt text -> answer (what a perfect or a broken model would write)."""
+
+    def __init__(self, answers: dict[str, str]):
+        super().__init__("oracle")
+        self.answers = answers
+
+    def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
+        yield self.answers.get(messages[-1]["content"], "")
+
+
+def test_subsamples_are_seeded_sorted_and_bounded(dataset):
+    cases = dataset.cases["test"]
+    first, again = sample_cases(cases, 10, 0), sample_cases(cases, 10, 0)
+    assert np.array_equal(first.users, again.users) and len(first) == 10
+    assert not np.array_equal(first.users, sample_cases(cases, 10, 1).users)
+    assert np.all(np.diff(first.users) > 0)
+    assert sample_cases(cases, len(cases) + 5, 0) is cases and sample_cases(cases, None, 0) is cases
+    with pytest.raises(DualrecError, match="--limit"):
+        sample_cases(cases, 0, 0)
+
+
+def oracle_answers(dataset, cases, options: FreeformOptions) -> dict[str, str]:
+    """For every case: a hallucination, a movie watched before the target, then the target."""
+    watched = watched_before(dataset, cases)
+    answers = {}
+    for row, (window, target) in enumerate(zip(cases.histories, cases.targets)):
+        history = dataset.catalogue[window[window != PAD_ITEM]].tolist()
+        prompt = prepare_prompt(dataset, history, None, options.template, options.k).text
+        seen = int(dataset.catalogue[np.flatnonzero(watched[row])[0]])
+        answers[prompt] = "1. The Night Circus (2017)\n" + format_answer(dataset.movies, [seen, int(dataset.catalogue[target])])
+    return answers
+
+
+def test_the_target_named_after_a_hallucination_and_a_watched_movie_ranks_first(dataset, tmp_path):
+    options = FreeformOptions(model="oracle", limit=12, lstm_dir=str(tmp_path / "no-lstm"))
+    cases = sample_cases(dataset.cases["test"], options.limit, options.limit_seed)
+    backend = OracleBackend(oracle_answers(dataset, cases, options))
+    entry = evaluate_freeform(dataset, options, answers_path=tmp_path / "answers.jsonl", backend=backend, samples=50)
+    assert entry["protocol"] == FREEFORM and entry["system"] == "DUALRec, oracle" and entry["cases"] == 12
+    assert entry["metrics"]["HR@1"]["value"] == 1.0 and entry["metrics"]["NDCG@10"]["value"] == 1.0
+    extra = entry["extra"]
+    assert extra["hallucination_rate"] == pytest.approx(1 / 3) and extra["answers_with_a_valid_title"] == 1.0
+    assert extra["ranked_per_answer"] == 1.0 and extra["cases_total"] == len(dataset.cases["test"])
+    assert entry["options"]["lstm_pick"] is False and "genre_similarity@10" in entry["lists"]
+    records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(records) == 12 and all(r["target_rank"] == 1 for r in records)
+    assert records[0]["titles"][0]["movie_id"] is None and records[0]["prompt"] in backend.answers
+
+
+def test_a_model_that_says_nothing_ranks_nothing(dataset, tmp_path):
+    options = FreeformOptions(model="mute", limit=5, lstm_dir=str(tmp_path))
+    entry = evaluate_freeform(dataset, options, backend=OracleBackend({}), samples=50)
+    assert entry["metrics"]["HR@10"]["value"] == 0.0
+    assert entry["extra"]["empty_answers"] == 5 and entry["extra"]["answers_with_a_valid_title"] == 0.0
+
+
+def test_the_embedded_model_runs_the_protocol(dataset, tmp_path):
+    options = FreeformOptions(model="smollm2-135m", limit=2, k=3, max_new_tokens=24, lstm_dir=str(tmp_path))
+    entry = evaluate_freeform(dataset, options, samples=50)
+    assert entry["cases"] == 2 and entry["options"]["settings"]["max_new_tokens"] == 24
+    assert set(entry["metrics"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (1, 5, 10)}
+    assert entry["seconds"]["per_answer"] > 0
+
+
+def test_an_unknown_model_is_a_clear_error(dataset, tmp_path):
+    with pytest.raises(DualrecError, match="unknown model preset"):
+        evaluate_freeform(dataset, FreeformOptions(model="no-such-model", limit=1, lstm_dir=str(tmp_path)))
