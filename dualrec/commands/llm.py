@@ -16,7 +16,7 @@ from dualrec.errors import DualrecError
 from dualrec.freeform import DEFAULT_K as FREEFORM_K
 from dualrec.freeform import DEFAULT_TEMPLATE as FREEFORM_TEMPLATE
 from dualrec.freeform import FreeformOptions, evaluate_freeform
-from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMBackend, LLMError, load_backend
+from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, load_backend
 from dualrec.matching import Match, match_all, resolve_titles
 from dualrec.parsing import parse_answer
 from dualrec.pipeline import Stage2Prompt, Stage2Result, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
@@ -87,7 +87,7 @@ def run_match(args: argparse.Namespace) -> None:
 
 def run_generate(args: argparse.Namespace) -> None:
     dataset, prompt = stage2_prompt(args)
-    backend = open_backend(args.model)
+    backend = load_backend(args.model)
     overrides = {"max_new_tokens": args.max_new_tokens, "seed": args.seed, "greedy": args.greedy or None}
     settings = dataclasses.replace(backend.settings, **{k: v for k, v in overrides.items() if v is not None})
     out = sys.stderr if args.json else sys.stdout
@@ -108,13 +108,6 @@ def run_generate(args: argparse.Namespace) -> None:
     if not args.stream:
         print(result.answer)
     print_recommendations(dataset, result)
-
-
-def open_backend(model: str) -> LLMBackend:
-    try:
-        return load_backend(model)
-    except LLMError as error:
-        raise DualrecError(str(error)) from None
 
 
 def print_recommendations(dataset: Dataset, result: Stage2Result) -> None:

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dualrec.errors import DualrecError
+
 FOUR_BIT_FALLBACK = (
     "run without --4bit, use the GGUF preset 'smollm2-135m', or use an API preset such as 'deepseek-v3'"
 )
 
 
-class LLMError(RuntimeError):
-    """Base of every error of `dualrec.llm`."""
+class LLMError(DualrecError):
+    """Base of every error of `dualrec.llm` (a DualrecError: the CLI and the app show its message, no traceback)."""
 
 
 class UnknownPresetError(LLMError):
