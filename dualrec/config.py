@@ -144,6 +144,11 @@ class LSTMConfig:
         return asdict(self)
 
 
+# Where `dualrec train lstm` saves by default (under paths().models), and the command that does it.
+LSTM_FOLDER = "lstm"
+LSTM_MODEL_FILE = "model.keras"
+LSTM_TRAIN_COMMAND = "dualrec train lstm [--data-dir DIR] [--profile quick|full]"
+
 LSTM_PROFILES = {"quick": LSTMConfig(epochs=3), "full": LSTMConfig()}
 
 # The evaluation harness: cut-offs, protocols and the bootstrap behind every interval.
@@ -167,6 +172,11 @@ class Paths:
     @property
     def models(self) -> Path:
         return self.home / "models"
+
+    @property
+    def lstm(self) -> Path:
+        """The default trained-LSTM folder."""
+        return self.models / LSTM_FOLDER
 
     @property
     def dataset_cache(self) -> Path:

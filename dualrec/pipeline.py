@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dualrec.config import paths
+from dualrec.config import LSTM_MODEL_FILE, LSTM_TRAIN_COMMAND, paths
 from dualrec.dataset import PAD_ITEM, Dataset
 from dualrec.errors import DualrecError
 from dualrec.llm import GenerationSettings, LLMBackend, split_reasoning
@@ -32,12 +32,6 @@ from dualrec.prompts import DEFAULT_K, DEFAULT_TEMPLATE, build_prompt
 
 if TYPE_CHECKING:
     from dualrec.sequential import LSTMRecommender
-
-# Where and how `dualrec train lstm` saves (as in dualrec.sequential, which imports TensorFlow: checked here without it).
-LSTM_FOLDER = "lstm"
-LSTM_MODEL_FILE = "model.keras"
-LSTM_TRAIN_COMMAND = "dualrec train lstm [--data-dir DIR] [--profile quick|full]"
-
 
 @dataclass(frozen=True)
 class Stage2Prompt:
@@ -111,7 +105,7 @@ def load_trained_lstm(dataset: Dataset, folder: str | Path | None = None) -> tup
 
     TensorFlow is imported only when a model file is there.
     """
-    where = Path(folder) if folder else paths().models / LSTM_FOLDER
+    where = Path(folder) if folder else paths().lstm
     if not (where / LSTM_MODEL_FILE).is_file():
         out = f" --out {where}" if folder else ""
         return None, f"No trained LSTM in {where}, so the prompt has no LSTM pick. Train one with: {LSTM_TRAIN_COMMAND}{out}"

@@ -23,7 +23,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from keras import ops  # noqa: E402
 
-from dualrec.config import LSTMConfig, paths  # noqa: E402
+from dualrec.config import LSTM_MODEL_FILE, LSTM_TRAIN_COMMAND, LSTMConfig, paths  # noqa: E402
 from dualrec.dataset import PAD_ITEM, Dataset, Windows, pad_history  # noqa: E402
 from dualrec.errors import DualrecError  # noqa: E402
 from dualrec.features import CatalogueFeatures, catalogue_features  # noqa: E402
@@ -31,14 +31,12 @@ from dualrec.titles import PAD_TOKEN  # noqa: E402
 
 log = logging.getLogger(__name__)
 
-MODEL_FILE = "model.keras"
 METADATA_FILE = "metadata.json"
 VOCABULARY_FILE = "vocabulary.json"
 FORMAT_VERSION = 1
 PUBLIC_GENRE_DIM = 64  # the public code's Dense(64) over genres
 PUBLIC_HIDDEN_DIM = 256  # and its Dense(256) before the softmax
 SCORE_BATCH = 1024
-TRAIN_COMMAND = "dualrec train lstm [--data-dir DIR] [--profile quick|full]"
 
 
 class MissingModelError(DualrecError):
@@ -50,7 +48,7 @@ class ModelMismatchError(DualrecError):
 
 
 def default_model_dir() -> Path:
-    return paths().models / "lstm"
+    return paths().lstm
 
 
 # ---- the model -----------------------------------------------------------------------------------------------------
@@ -308,7 +306,7 @@ class LSTMRecommender:
         staging = folder.with_name(folder.name + ".part")
         shutil.rmtree(staging, ignore_errors=True)
         staging.mkdir(parents=True)
-        self.model.save(staging / MODEL_FILE)
+        self.model.save(staging / LSTM_MODEL_FILE)
         (staging / VOCABULARY_FILE).write_text(json.dumps(self.vocabulary))
         (staging / METADATA_FILE).write_text(json.dumps(self.metadata, indent=1))
         shutil.rmtree(folder, ignore_errors=True)
@@ -318,7 +316,7 @@ class LSTMRecommender:
     def check_data(self, dataset: Dataset, strict: bool) -> None:
         """Refuse another catalogue; refuse (strict) or warn about other data files or split options."""
         if not np.array_equal(self.catalogue, dataset.catalogue):
-            raise ModelMismatchError(f"This LSTM was trained on another movie catalogue; retrain it on this data: {TRAIN_COMMAND}")
+            raise ModelMismatchError(f"This LSTM was trained on another movie catalogue; retrain it on this data: {LSTM_TRAIN_COMMAND}")
         trained = self.metadata["data"]
         differences = []
         if trained["fingerprint"] != dataset.fingerprint:
@@ -329,16 +327,16 @@ class LSTMRecommender:
             return
         message = f"This LSTM was trained on other {' and '.join(differences)}"
         if strict:
-            raise ModelMismatchError(f"{message}, so its training users may include these test users; retrain: {TRAIN_COMMAND}")
+            raise ModelMismatchError(f"{message}, so its training users may include these test users; retrain: {LSTM_TRAIN_COMMAND}")
         log.warning("%s; its recommendations still use the same catalogue.", message)
 
 
 def load_lstm(folder: str | Path | None = None, dataset: Dataset | None = None, strict: bool = False) -> LSTMRecommender:
     """A saved LSTM, ready to score; checked against `dataset` when one is given (see LSTMRecommender.check_data)."""
     folder = Path(folder) if folder else default_model_dir()
-    if not (folder / MODEL_FILE).is_file():
-        raise MissingModelError(f"No trained LSTM in {folder}. Train one with: {TRAIN_COMMAND}" + ("" if folder == default_model_dir() else f" --out {folder}"))
-    model = keras.saving.load_model(folder / MODEL_FILE, compile=False)
+    if not (folder / LSTM_MODEL_FILE).is_file():
+        raise MissingModelError(f"No trained LSTM in {folder}. Train one with: {LSTM_TRAIN_COMMAND}" + ("" if folder == default_model_dir() else f" --out {folder}"))
+    model = keras.saving.load_model(folder / LSTM_MODEL_FILE, compile=False)
     metadata = json.loads((folder / METADATA_FILE).read_text())
     vocabulary = json.loads((folder / VOCABULARY_FILE).read_text())
     recommender = LSTMRecommender(model, metadata, vocabulary)

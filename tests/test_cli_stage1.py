@@ -8,6 +8,7 @@ import pytest
 
 from dualrec.cli import main
 from dualrec.commands import train
+from dualrec.dataset import load_dataset
 from dualrec.evaluation import read_results
 from tests.test_sequential import TINY
 
@@ -42,6 +43,15 @@ def test_recommend_for_a_user_as_json(ml_dir, model_dir, capsys):
     result = json.loads(out)
     assert [r["rank"] for r in result["recommendations"]] == [1, 2, 3, 4, 5]
     assert not {r["movie_id"] for r in result["recommendations"]} & set(result["history"])
+
+
+def test_recommend_never_reads_a_test_users_held_out_movie(ml_dir, model_dir, capsys):
+    dataset = load_dataset(ml_dir)
+    user, target = int(dataset.cases["test"].users[0]), int(dataset.catalogue[dataset.cases["test"].targets[0]])
+    code, out, _ = run(capsys, "recommend", "--user", str(user), "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA)
+    history = json.loads(out)["history"]
+    assert code == 0 and history[-1] != target and len(history) == 30
+    assert history == dataset.catalogue[dataset.cases["test"].histories[0]].tolist()
 
 
 def test_recommend_for_typed_titles(ml_dir, model_dir, capsys):

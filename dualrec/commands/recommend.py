@@ -9,15 +9,16 @@ import pandas as pd
 
 from dualrec.commands.common import add_data_options, data_config, print_json
 from dualrec.dataset import Dataset, load_dataset
-from dualrec.errors import DualrecError, UnknownUserError
+from dualrec.errors import DualrecError
 from dualrec.matching import resolve_titles
+from dualrec.pipeline import user_history
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("recommend", help="the LSTM's top-k next movies for a user or a history (watched movies excluded)")
     add_data_options(parser)
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", type=int, help="MovieLens UserID: their whole catalogue history, oldest first")
+    who.add_argument("--user", type=int, help="MovieLens UserID: their catalogue history, oldest first (a test or validation user's held-out movie is left out)")
     who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
     parser.add_argument("--k", type=int, default=10, help="how many movies (default %(default)s)")
     parser.add_argument("--model", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
@@ -27,12 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def history_items(dataset: Dataset, args: argparse.Namespace) -> list[int]:
     """The catalogue items of the user's history or of the typed titles (movies outside the catalogue are skipped)."""
-    if args.user is not None:
-        items = dataset.user_items(args.user).tolist()
-        if not items:
-            raise UnknownUserError(f"User {args.user} has rated no catalogue movie, so the LSTM has nothing to read.")
-        return items
-    movie_ids = resolve_titles(dataset, args.history)
+    movie_ids = user_history(dataset, args.user) if args.user is not None else resolve_titles(dataset, args.history)
     items = dataset.item_of(movie_ids)
     outside = [dataset.movies.loc[m, "title"] for m, item in zip(movie_ids, items) if item < 0]
     if outside:
