@@ -6,9 +6,9 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast setup clean-venv
 
-# The main job: the data pipeline's figures on the embedded defaults (the Streamlit app replaces this when it lands).
+# The main job: the Streamlit app (http://127.0.0.1:8501).
 run: $(STAMP)
-	$(BIN)/dualrec data stats
+	$(BIN)/streamlit run app.py
 
 # The whole test suite, including the slow tests and the real-data checks when ../shared/data/ml-1m-full-order exists.
 test: $(STAMP)

@@ -1,0 +1,196 @@
+"""The app on this machine: cold start until the Recommend page is interactive, the LSTM's pick for one user once
+warm, and both columns of the embedded model side by side (time to first token and total time).
+
+    python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--runs 50] [--tokens 64] [--repeats 2] [--no-browser]
+
+Cold start: `streamlit run app.py` on a free loopback port, timed from the server's launch until headless Chromium
+shows the Recommend page with its Generate button and the script run has finished (Debian chromium + playwright;
+--no-browser times AppTest's first run instead). Latency: the trained LSTM (--lstm-dir, else DUALREC_HOME's
+models/lstm, which the app reads too), else an untrained one of the same shape (speed does not depend on the weights). Generation: the app's own path
+(dualrec.comparison) with two copies of `smollm2-135m`, the poster prompt of a test user.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench_stage1 import untrained
+
+from dualrec.app_data import lstm_ranking
+from dualrec.comparison import SharedModel, plan_columns, start_comparison
+from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig
+from dualrec.dataset import Dataset, load_dataset
+from dualrec.llm import DEFAULT_PRESET, GenerationSettings, load_backend
+from dualrec.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history
+from dualrec.recordings import RecordingStore
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_DATA = ROOT.parent / "shared" / "data" / "ml-1m-full-order"
+CHROMIUM = "/usr/bin/chromium"
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def cold_start_browser(data_dir: str) -> dict[str, float]:
+    """Seconds from `streamlit run` until the server answers and until the Recommend page is interactive."""
+    from playwright.sync_api import Error, sync_playwright
+
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    with sync_playwright() as driver, tempfile.TemporaryFile() as log:
+        browser = driver.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        started = time.perf_counter()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port)],
+            cwd=ROOT,
+            env=os.environ | {ENV_DATA_DIR: data_dir},
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            while True:
+                try:
+                    page.goto(url, timeout=2000)
+                    break
+                except Error:
+                    time.sleep(0.2)
+            answered = time.perf_counter() - started
+            page.get_by_role("button", name="Generate").wait_for(timeout=600_000)
+            page.locator('[data-testid="stStatusWidget"]').wait_for(state="detached", timeout=600_000)
+            return {"server answers": answered, "page interactive": time.perf_counter() - started}
+        finally:
+            server.terminate()
+            server.wait(30)
+            browser.close()
+
+
+def cold_start_apptest(data_dir: str) -> dict[str, float]:
+    """Seconds of AppTest's first run of the app (imports, data, LSTM and page, no browser)."""
+    from streamlit.testing.v1 import AppTest
+
+    os.environ[ENV_DATA_DIR] = data_dir
+    started = time.perf_counter()
+    AppTest.from_file(str(ROOT / "app.py"), default_timeout=600).run()
+    return {"AppTest first run": time.perf_counter() - started}
+
+
+def lstm_latency(dataset: Dataset, runs: int) -> dict[str, float]:
+    """Milliseconds (p50, p95) of the LSTM's top-1 and of the page's top-10 table, for single test users, warm."""
+    lstm, note = load_trained_lstm(dataset)
+    if lstm is None:
+        print(f"  ({note.split('.')[0]}: timing an untrained LSTM of the same shape)")
+        lstm = untrained(dataset, LSTMConfig())
+    users = [int(u) for u in dataset.split_users["test"][:runs]]
+    histories = [user_history(dataset, u) for u in users]
+    lstm_top1(dataset, lstm, histories[0])  # compile
+    figures = {}
+    for name, call in (
+        ("top-1", lambda h: lstm_top1(dataset, lstm, h)),
+        ("top-10 table", lambda h: lstm_ranking(dataset, lstm, h)),
+    ):
+        times = []
+        for history in histories:
+            started = time.perf_counter()
+            call(history)
+            times.append((time.perf_counter() - started) * 1000)
+        figures[f"{name} p50 ms"] = statistics.median(times)
+        figures[f"{name} p95 ms"] = statistics.quantiles(times, n=20)[-1]
+    return figures
+
+
+def two_columns(dataset: Dataset, tokens: int, repeats: int) -> list[dict[str, float]]:
+    """Per repeat and column: time to first token, tokens/s and total seconds of the embedded model, both at once."""
+    started = time.perf_counter()
+    models = {replica: SharedModel(load_backend(DEFAULT_PRESET)) for replica in (0, 1)}
+    print(f"  loading two copies of {DEFAULT_PRESET}: {time.perf_counter() - started:.2f} s")
+    lstm, note = load_trained_lstm(dataset)
+    history = user_history(dataset, int(dataset.split_users["test"][0]))
+    prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), note=note)
+    rows = []
+    with tempfile.TemporaryDirectory() as folder:
+        store = RecordingStore(Path(folder))
+        for repeat in range(repeats):
+            settings = GenerationSettings(max_new_tokens=tokens, seed=repeat)
+            columns = plan_columns(
+                [DEFAULT_PRESET] * 2, prompt.text, settings, lambda spec, replica: models[replica], store, presenting=False
+            )
+            comparison = start_comparison(prompt, columns, store)
+            comparison.streams.wait()
+            for label, answer in comparison.answers.items():
+                rows.append(
+                    {
+                        "repeat": repeat + 1,
+                        "column": label,
+                        "first token s": answer.first_chunk_s,
+                        "tokens/s": answer.chunks_per_s,
+                        "total s": answer.finished_s,
+                        "tokens": len(answer.chunks),
+                    }
+                )
+    return rows
+
+
+def use_lstm(folder: Path) -> None:
+    """Point DUALREC_HOME (this process and the server it starts) at a temporary home whose models/lstm is `folder`."""
+    home = Path(tempfile.mkdtemp(prefix="bench-app-"))
+    (home / "models").mkdir()
+    (home / "models" / "lstm").symlink_to(folder.resolve())
+    os.environ[ENV_HOME] = str(home)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data-dir", default=os.environ.get(ENV_DATA_DIR) or str(REAL_DATA))
+    parser.add_argument("--runs", type=int, default=50, help="test users timed for the LSTM (default %(default)s)")
+    parser.add_argument("--tokens", type=int, default=64, help="max new tokens per answer (default %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2, help="side-by-side generations (default %(default)s)")
+    parser.add_argument("--no-browser", action="store_true", help="time AppTest's first run instead of a browser")
+    parser.add_argument("--lstm-dir", help="a trained LSTM folder for the app and the timings (default: DUALREC_HOME's)")
+    args = parser.parse_args()
+    if args.lstm_dir:
+        use_lstm(Path(args.lstm_dir))
+    print(f"data: {args.data_dir}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
+
+    print("cold start")
+    use_browser = not args.no_browser and Path(CHROMIUM).is_file()
+    for name, seconds in (cold_start_browser(args.data_dir) if use_browser else cold_start_apptest(args.data_dir)).items():
+        print(f"  {name}: {seconds:.1f} s")
+
+    dataset = load_dataset(args.data_dir)
+    print("LSTM, one user, warm")
+    for name, value in lstm_latency(dataset, args.runs).items():
+        print(f"  {name}: {value:.1f}")
+
+    print(f"both columns, {DEFAULT_PRESET}, {args.tokens} new tokens at most")
+    for row in two_columns(dataset, args.tokens, args.repeats):
+        rate = f"{row['tokens/s']:.1f}" if row["tokens/s"] else "-"
+        print(
+            f"  run {row['repeat']} column {row['column']}: first token {row['first token s']:.2f} s, {row['tokens']} tokens at {rate} tokens/s, total {row['total s']:.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()

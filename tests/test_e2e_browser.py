@@ -1,0 +1,145 @@
+"""End to end in a real headless Chromium: start the app on a loopback port, pick a test user, generate with the
+embedded model, watch the text stream into both columns, then see the matched lists and the genre figure.
+
+Needs Debian's `chromium` (/usr/bin/chromium) and the `playwright` Python package (its own browser download is not
+used). The screenshot is left in artifacts/e2e-recommend.png.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from dualrec.config import LSTMConfig
+from dualrec.dataset import load_dataset
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACT = ROOT / "artifacts" / "e2e-recommend.png"
+BROWSER_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+TINY = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
+WAIT_MS = 300_000  # the embedded model on a busy 2-core machine
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_healthy(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        assert server.poll() is None, "the Streamlit server exited"
+        try:
+            with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                if response.read() == b"ok":
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise AssertionError(f"no healthy Streamlit server at {url}")
+
+
+@pytest.fixture
+def app_url(ml_dir, tmp_path):
+    """The app served from this checkout on a free loopback port, with a tiny LSTM trained on the fixture."""
+    from dualrec.sequential import train_lstm
+
+    home = tmp_path / "home"
+    train_lstm(load_dataset(ml_dir), TINY, verbose=0).save(home / "models" / "lstm")
+    port = free_port()
+    env = os.environ | {"DUALREC_HOME": str(home), "DUALREC_DATA_DIR": str(ml_dir)}
+    command = [
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        "app.py",
+        "--server.port",
+        str(port),
+        "--server.address",
+        "127.0.0.1",
+        "--server.headless",
+        "true",
+    ]
+    with open(tmp_path / "streamlit.log", "w") as log:
+        server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_healthy(url, server)
+        yield url
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
+def column_statuses(page) -> list[str]:
+    captions = page.locator('[data-testid="stCaptionContainer"]').all_inner_texts()
+    return [c for c in captions if c.startswith(("waiting", "generating", "done in", "finished"))]
+
+
+def test_generate_in_a_real_browser(app_url, ml_dir):
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    user = int(load_dataset(ml_dir).split_users["test"][1])
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        page = browser.new_page(viewport={"width": 1500, "height": 3400})
+        page.set_default_timeout(WAIT_MS)
+        page.goto(app_url)
+        page.get_by_role("button", name="Generate").wait_for()
+
+        box = page.get_by_label("User id")
+        box.fill(str(user))
+        box.press("Enter")
+        page.get_by_text(f"User {user}:").wait_for()
+        page.get_by_text("LSTM top-1").wait_for()
+        page.get_by_text("Generation settings").click()
+        tokens = page.get_by_label("Max new tokens")
+        tokens.fill("40")
+        tokens.press("Enter")
+        page.wait_for_timeout(1500)
+        page.get_by_role("button", name="Generate").click()
+
+        streamed: dict[int, set[str]] = {0: set(), 1: set()}  # per column, the "generating… N tokens" states seen
+        deadline = time.monotonic() + WAIT_MS / 1000
+        while time.monotonic() < deadline:
+            statuses = column_statuses(page)
+            for column, status in enumerate(statuses[:2]):
+                if status.startswith("generating"):
+                    streamed[column].add(status.split(" · ")[0])
+            if len(statuses) == 2 and all(s.startswith("done in") for s in statuses):
+                break
+            page.wait_for_timeout(100)
+        assert all(s.startswith("done in") for s in column_statuses(page)), column_statuses(page)
+        assert all(streamed.values()), f"each column should show its answer while it streams: {streamed}"
+        assert len(streamed[0] | streamed[1]) >= 3, f"token counts should grow while streaming: {streamed}"
+
+        page.get_by_text("Matched movies").first.wait_for()
+        assert page.get_by_text("Matched movies").count() + page.get_by_text("No recognisable movie title").count() == 2
+        assert page.locator(".js-plotly-plot").count() >= 2  # the LSTM's top-k and the genre overlap
+        assert page.get_by_text("Genre profile: history vs LSTM pick").count() == 1
+        page.wait_for_timeout(1500)  # let plotly finish drawing
+        ARTIFACT.parent.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACT), full_page=True)
+        print(f"screenshot: {ARTIFACT}")
+        browser.close()
