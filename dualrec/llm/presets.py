@@ -207,5 +207,10 @@ def build_backend(preset: Preset, *, api_key: str | None = None) -> LLMBackend:
 
 
 def load_backend(name_or_path: str = DEFAULT_PRESET, *, api_key: str | None = None, **overrides) -> LLMBackend:
-    """A ready backend for a preset name, 'custom' or a local path; `overrides` replace Preset fields."""
+    """A ready backend for a preset name, 'custom', a local path or 'PRESET+ADAPTER' (a LoRA adapter on its base,
+    dualrec.adapters); `overrides` replace Preset fields."""
+    if "+" in str(name_or_path):
+        from dualrec.adapters import load_adapter_backend  # peft loads only for adapters
+
+        return load_adapter_backend(name_or_path, **overrides)
     return build_backend(resolve_preset(name_or_path, **overrides), api_key=api_key)

@@ -1,0 +1,293 @@
+"""Stage 3's LoRA adapters with peft: train one on dualrec.finetune's examples, and serve 'PRESET+ADAPTER'.
+
+Training: peft adds the LoRA layers (on a 4-bit NF4 base prepared for k-bit training on CUDA: QLoRA) and transformers'
+Trainer runs the loop: progress bar, validation loss, checkpoints, resume. The first Ctrl-C ends it after the current
+step with a checkpoint. The result is a standard peft adapter folder plus metadata.json.
+
+Serving: the spec 'PRESET+ADAPTER' (`smollm2-135m+adapters/mine`) is a model wherever a preset is accepted
+(`load_backend` hands it here). The base is loaded through its preset, so nothing is fetched from the hub, and the
+adapter attached with peft. One copy of the weights serves both answers: `backend.base()` is a second backend on the
+same model that switches the adapter off (peft's `disable_adapter()`) while it generates; the two views share one
+lock, so they answer one at a time.
+
+A relative adapter folder lives under the models folder (`<DUALREC_HOME>/models`, where the app finds adapters)
+unless it starts with '.'; an absolute one is used as it is.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import peft
+import torch
+import transformers
+from peft import LoraConfig, PeftModel, get_peft_model, prepare_model_for_kbit_training
+from transformers import (
+    AutoTokenizer,
+    DataCollatorForSeq2Seq,
+    PreTrainedTokenizerBase,
+    Trainer,
+    TrainerCallback,
+    TrainerControl,
+    TrainerState,
+    TrainingArguments,
+)
+
+from dualrec.config import paths
+from dualrec.dataset import Dataset
+from dualrec.errors import DualrecError
+from dualrec.finetune import IGNORE, SHOWN, TARGETS, FinetuneOptions, TopOne, build_examples, encode_all, example_users, one_per_user
+from dualrec.llm import PRESETS, GenerationSettings, LLMError, Message, ModelLoadError, Preset, build_backend, gguf_path, resolve_preset
+from dualrec.llm.transformers_backend import TransformersBackend, convert_gguf
+
+SEPARATOR = "+"
+ADAPTER_CONFIG = "adapter_config.json"
+METADATA_FILE = "metadata.json"
+CHECKPOINTS = "checkpoints"
+FORMAT_VERSION = 1
+
+
+# ---- names and folders ---------------------------------------------------------------------------------------------
+
+
+def adapter_dir(text: str | Path) -> Path:
+    """An adapter folder: absolute or './...' as given, any other relative path under the models folder."""
+    path = Path(text).expanduser()
+    return path if path.is_absolute() or str(text).startswith(".") else paths().models / path
+
+
+def base_preset(spec: str, **overrides) -> Preset:
+    """The preset of a base model that can carry an adapter: a local model, run by transformers."""
+    preset = resolve_preset(spec, **overrides)
+    if preset.engine == "openai":
+        local = ", ".join(name for name, known in PRESETS.items() if known.engine != "openai")
+        raise LLMError(f"{spec} is an API model: a LoRA adapter needs a local base model, such as {local}")
+    return dataclasses.replace(preset, engine="transformers")
+
+
+def base_tokenizer(preset: Preset) -> PreTrainedTokenizerBase:
+    """The base model's tokenizer (a GGUF preset's from its converted folder), without loading the weights."""
+    gguf = gguf_path(preset)
+    return AutoTokenizer.from_pretrained(convert_gguf(gguf) if gguf else preset.model)
+
+
+def read_metadata(folder: Path) -> dict:
+    """An adapter's metadata.json ({} for a peft folder made elsewhere)."""
+    file = folder / METADATA_FILE
+    return json.loads(file.read_text()) if file.is_file() else {}
+
+
+# ---- training ------------------------------------------------------------------------------------------------------
+
+
+def use_four_bit(options: FinetuneOptions) -> bool:
+    return torch.cuda.is_available() if options.four_bit is None else options.four_bit
+
+
+def trainable_model(preset: Preset, options: FinetuneOptions) -> tuple[PeftModel, PreTrainedTokenizerBase]:
+    """The base in fp32 (CPU), bf16 (GPU) or 4-bit NF4 prepared for k-bit training (QLoRA), with new LoRA layers.
+
+    The adapter config names the preset's model (a hub id or a folder) as its base: `load_adapter_backend` loads the
+    base through the preset, so a GGUF-converted base works offline.
+    """
+    four_bit = use_four_bit(options)
+    backend = build_backend(dataclasses.replace(preset, load_in_4bit=four_bit))
+    model = prepare_model_for_kbit_training(backend.model) if four_bit else backend.model
+    lora = LoraConfig(r=options.r, lora_alpha=options.alpha, lora_dropout=options.dropout, target_modules=list(options.target_modules), task_type="CAUSAL_LM")
+    try:
+        model = get_peft_model(model, lora)
+    except ValueError as error:
+        raise DualrecError(f"{preset.name} has no layers {', '.join(options.target_modules)} for LoRA ({error}); choose others with --target-modules") from None
+    model.peft_config["default"].base_model_name_or_path = preset.model
+    return model, backend.tokenizer
+
+
+class StopOnInterrupt(TrainerCallback):
+    """The first Ctrl-C ends training after the current step, with a checkpoint; a second one stops at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def request(self, signum: int, frame: object) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    def on_step_end(self, args: TrainingArguments, state: TrainerState, control: TrainerControl, **kwargs) -> None:
+        if self.requested:
+            control.should_save = control.should_training_stop = True
+
+    @contextmanager
+    def installed(self) -> Iterator[None]:
+        """Catch Ctrl-C inside (only the main thread can; elsewhere Ctrl-C keeps its meaning)."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous = signal.signal(signal.SIGINT, self.request)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The latest complete checkpoint (the Trainer writes its state file last), or None."""
+    done = [path for path in folder.glob("checkpoint-*") if (path / "trainer_state.json").is_file()]
+    return max(done, key=checkpoint_step, default=None)
+
+
+def checkpoint_step(folder: Path) -> int:
+    return int(folder.name.rpartition("-")[2])
+
+
+def training_arguments(options: FinetuneOptions, folder: Path) -> TrainingArguments:
+    """The Trainer's settings: bf16 (else fp16) mixed precision on CUDA, fp32 on a CPU; the last two checkpoints kept."""
+    cuda = torch.cuda.is_available()
+    bf16 = cuda and torch.cuda.is_bf16_supported()
+    return TrainingArguments(
+        output_dir=str(folder),
+        per_device_train_batch_size=options.batch_size,
+        per_device_eval_batch_size=options.batch_size,
+        gradient_accumulation_steps=options.grad_accum,
+        learning_rate=options.learning_rate,
+        max_steps=options.max_steps or -1,
+        num_train_epochs=options.epochs,
+        logging_steps=min(10, options.eval_steps),
+        eval_strategy="steps",
+        eval_steps=options.eval_steps,
+        eval_on_start=True,  # the base model's validation loss, to compare with
+        save_strategy="steps",
+        save_steps=options.save_steps,
+        save_total_limit=2,
+        seed=options.seed,
+        bf16=bf16,
+        fp16=cuda and not bf16,
+        use_cpu=not cuda,
+        report_to="none",
+    )
+
+
+def last_logged(history: list[dict], key: str) -> tuple[int | None, float | None]:
+    """(step, value) of the Trainer's last log entry holding `key`."""
+    entry = next((entry for entry in reversed(history) if key in entry), {})
+    return entry.get("step"), entry.get(key)
+
+
+def train_adapter(
+    dataset: Dataset,
+    lstm: TopOne,
+    options: FinetuneOptions,
+    out: Path,
+    resume: bool = False,
+    progress: Callable[[str], None] = print,
+) -> dict:
+    """Train a LoRA adapter into `out` (the peft files and metadata.json) and return its metadata.
+
+    Checkpoints go to out/checkpoints and are removed when training completes. After a Ctrl-C they stay, the adapter
+    of the last step is saved with status "interrupted", and `resume=True` goes on from the last complete checkpoint.
+    """
+    checkpoints = out / CHECKPOINTS
+    start = last_checkpoint(checkpoints) if resume else None
+    if resume and start is None:
+        raise DualrecError(f"No checkpoint to resume in {checkpoints}; run without --resume.")
+    if not resume and out.is_dir() and any(out.iterdir()):
+        raise DualrecError(f"{out} is not empty: pass --resume to continue its training, or choose another --out.")
+    preset = base_preset(options.base)
+    model, tokenizer = trainable_model(preset, options)
+    train_users = example_users(dataset, "train")
+    train = encode_all(tokenizer, build_examples(dataset, train_users, lstm, options), options.max_length)
+    val = encode_all(tokenizer, one_per_user(dataset, "val", lstm, options, options.val_examples), options.max_length)
+    if not train or not val:
+        raise DualrecError(
+            f"{len(train)} training and {len(val)} validation examples: fine-tuning needs users with {SHOWN + TARGETS} or more "
+            f"catalogue movies, and a --max-length (now {options.max_length}) that leaves room for the answer after the prompt."
+        )
+    trainable, total = model.get_nb_trainable_parameters()
+    progress(f"{len(train):,} training examples from {len(train_users):,} users, {len(val)} validation examples; {trainable:,} of {total:,} parameters trained")
+    stopper = StopOnInterrupt()
+    collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE)
+    trainer = Trainer(model=model, args=training_arguments(options, checkpoints), data_collator=collator, train_dataset=train, eval_dataset=val, callbacks=[stopper])
+    started = time.perf_counter()
+    with stopper.installed():
+        trainer.train(resume_from_checkpoint=str(start) if start else None)
+    seconds = time.perf_counter() - started
+    state, resumed = trainer.state, checkpoint_step(start) if start else 0
+    val_step, val_loss = last_logged(state.log_history, "eval_loss")
+    if val_step != state.global_step and not stopper.requested:
+        val_loss = trainer.evaluate()["eval_loss"]
+    metadata = {
+        "format": FORMAT_VERSION,
+        "status": "interrupted" if stopper.requested else "completed",
+        "base": {"preset": options.base, "model": preset.model, "gguf_file": preset.gguf_file, "four_bit": use_four_bit(options)},
+        "data": {"fingerprint": dataset.fingerprint, "config": dataset.config.as_dict()},
+        "examples": {"train": len(train), "val": len(val), "train_users": len(train_users), "history": SHOWN, "targets": TARGETS, "template": options.template},
+        "options": options.as_dict(),
+        "seed": options.seed,
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "resumed_from_step": resumed or None,
+        "train_loss": last_logged(state.log_history, "loss")[1],
+        "val_loss": val_loss,
+        "history": [{key: entry[key] for key in ("step", "loss", "eval_loss") if key in entry} for entry in state.log_history if "loss" in entry or "eval_loss" in entry],
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(state.global_step - resumed, 1), 2),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+    }
+    model.save_pretrained(out)
+    (out / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
+    if not stopper.requested:
+        shutil.rmtree(checkpoints, ignore_errors=True)
+    return read_metadata(out)
+
+
+# ---- serving -------------------------------------------------------------------------------------------------------
+
+
+def load_adapter_backend(spec: str, **overrides) -> AdapterBackend:
+    """The backend of 'PRESET+ADAPTER': the base loaded once through its preset, the adapter attached and switched on."""
+    base, _, adapter = spec.partition(SEPARATOR)
+    folder = adapter_dir(adapter)
+    if not (folder / ADAPTER_CONFIG).is_file():
+        raise ModelLoadError(f"no LoRA adapter in {folder} (no {ADAPTER_CONFIG}); make one with: dualrec finetune --base {base} --out {adapter}")
+    trained_on = read_metadata(folder).get("base", {}).get("preset")
+    if trained_on and trained_on != base:
+        raise ModelLoadError(f"the adapter in {folder} was trained on {trained_on}, not {base}: load it as {trained_on}{SEPARATOR}{adapter}")
+    backend = build_backend(base_preset(base, **overrides))
+    model = PeftModel.from_pretrained(backend.model, folder)
+    return AdapterBackend(model, backend.tokenizer, name=spec, base_name=base, settings=backend.settings)
+
+
+class AdapterBackend(TransformersBackend):
+    """A peft model answering with its adapter on (`adapter=True`) or off; `base()` is the other view of one model."""
+
+    def __init__(
+        self,
+        model: PeftModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        name: str,
+        base_name: str,
+        settings: GenerationSettings | None = None,
+        adapter: bool = True,
+        lock: threading.RLock | None = None,
+    ) -> None:
+        super().__init__(model, tokenizer, name=name, settings=settings)
+        self.base_name, self.adapter = base_name, adapter
+        self._lock = lock or threading.RLock()  # one for both views: the adapter switch is the model's state
+
+    def base(self) -> AdapterBackend:
+        """The base model's backend on the same weights: the adapter is off while it generates."""
+        return AdapterBackend(self.model, self.tokenizer, name=self.base_name, base_name=self.base_name, settings=self.settings, adapter=False, lock=self._lock)
+
+    def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
+        with self._lock, (nullcontext() if self.adapter else self.model.disable_adapter()):
+            yield from super()._stream(messages, settings, stop)

@@ -1,0 +1,198 @@
+"""Stage 3's training and adapters: a tiny local Llama for the wiring (seconds), the embedded SmolLM2 for real (slow)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import signal
+import sys
+import threading
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+import tests.llm_fixtures  # noqa: F401  (offline hub)
+from dualrec import adapters
+from dualrec.adapters import ADAPTER_CONFIG, CHECKPOINTS, METADATA_FILE, AdapterBackend, adapter_dir, train_adapter
+from dualrec.cli import main
+from dualrec.config import paths
+from dualrec.dataset import load_dataset
+from dualrec.finetune import FinetuneOptions
+from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
+from dualrec.llm.transformers_backend import TransformersBackend
+from tests.finetune_fixtures import StubLSTM, tiny_llama
+
+GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)
+PROMPT = "Below is a user's movie watching history:\n- Toy Story (1995) (Animation, Children's, Comedy)\nRecommend 1 movie."
+
+
+@pytest.fixture(scope="module")
+def dataset(ml_dir):
+    return load_dataset(ml_dir)
+
+
+@pytest.fixture(scope="module")
+def lstm(dataset):
+    return StubLSTM(dataset.catalogue_size)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    return str(tiny_llama(tmp_path_factory.mktemp("tiny-llama")))
+
+
+def tiny_options(base: str, **changes) -> FinetuneOptions:
+    quick = FinetuneOptions(base=base, max_steps=4, batch_size=2, grad_accum=1, learning_rate=5e-2, examples_per_user=1, val_examples=4, eval_steps=2, save_steps=2, max_length=2048)
+    return dataclasses.replace(quick, **changes)
+
+
+@pytest.fixture(scope="module")
+def trained(dataset, lstm, tiny, tmp_path_factory):
+    out = tmp_path_factory.mktemp("adapters") / "tiny-lora"
+    return out, train_adapter(dataset, lstm, tiny_options(tiny), out, progress=lambda message: None)
+
+
+def greedy_ids(model, tokenizer) -> list[int]:
+    inputs = tokenizer(PROMPT, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, do_sample=False, max_new_tokens=12, pad_token_id=tokenizer.pad_token_id)
+    return output[0, inputs["input_ids"].shape[1] :].tolist()
+
+
+def logits(model, tokenizer) -> torch.Tensor:
+    with torch.inference_mode():
+        return model(**tokenizer(PROMPT, return_tensors="pt")).logits
+
+
+def test_training_writes_a_peft_adapter_with_its_metadata(trained, tiny, dataset):
+    out, metadata = trained
+    assert (out / ADAPTER_CONFIG).is_file() and (out / "adapter_model.safetensors").is_file()
+    config = json.loads((out / ADAPTER_CONFIG).read_text())
+    assert config["base_model_name_or_path"] == tiny and config["r"] == 8 and config["lora_alpha"] == 16
+    assert set(config["target_modules"]) == {"q_proj", "v_proj"} and config["lora_dropout"] == 0.05
+    saved = json.loads((out / METADATA_FILE).read_text())
+    assert saved == metadata and metadata["status"] == "completed" and metadata["steps"] == 4
+    assert metadata["data"]["fingerprint"] == dataset.fingerprint and metadata["base"]["preset"] == tiny
+    assert metadata["train_loss"] > 0 and metadata["val_loss"] > 0 and metadata["options"]["seed"] == 42
+    assert metadata["examples"]["train"] == len(dataset.split_users["train"]) and metadata["examples"]["val"] == 4
+    assert not (out / CHECKPOINTS).exists()  # removed once training completed
+
+
+def test_an_existing_adapter_is_not_overwritten(trained, dataset, lstm, tiny):
+    with pytest.raises(Exception, match="not empty: pass --resume"):
+        train_adapter(dataset, lstm, tiny_options(tiny), trained[0])
+
+
+def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_finishes(dataset, lstm, tiny, tmp_path, monkeypatch):
+    steps = []
+    original = adapters.StopOnInterrupt.on_step_end
+
+    def interrupt_at_step_3(self, args, state, control, **kwargs):
+        steps.append(state.global_step)
+        if state.global_step == 3:
+            os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; handled before the next line runs
+        return original(self, args, state, control, **kwargs)
+
+    monkeypatch.setattr(adapters.StopOnInterrupt, "on_step_end", interrupt_at_step_3)
+    out = tmp_path / "interrupted"
+    first = train_adapter(dataset, lstm, tiny_options(tiny, max_steps=6), out, progress=lambda message: None)
+    assert first["status"] == "interrupted" and first["steps"] == 3 and steps == [1, 2, 3]
+    assert (out / CHECKPOINTS / "checkpoint-3" / "trainer_state.json").is_file() and (out / ADAPTER_CONFIG).is_file()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+
+    second = train_adapter(dataset, lstm, tiny_options(tiny, max_steps=6), out, resume=True, progress=lambda message: None)
+    assert second["status"] == "completed" and second["steps"] == 6 and second["resumed_from_step"] == 3
+    assert steps[3:] == [4, 5, 6] and not (out / CHECKPOINTS).exists()
+
+
+def test_resume_without_a_checkpoint_says_so(dataset, lstm, tiny, tmp_path):
+    with pytest.raises(Exception, match="No checkpoint to resume"):
+        train_adapter(dataset, lstm, tiny_options(tiny), tmp_path / "new", resume=True)
+
+
+def test_the_spec_serves_base_and_adapter_from_one_copy_of_the_weights(trained, tiny):
+    out, _ = trained
+    backend = load_backend(f"{tiny}+{out}")
+    base_view = backend.base()
+    assert isinstance(backend, AdapterBackend) and backend.name == f"{tiny}+{out}" and base_view.name == tiny
+    assert base_view.model is backend.model and base_view._lock is backend._lock
+    plain = load_backend(tiny)
+    messages = [{"role": "user", "content": PROMPT}]
+    with_base = "".join(base_view._stream(messages, GREEDY, threading.Event()))
+    assert with_base == "".join(plain._stream(messages, GREEDY, threading.Event()))
+    with backend.model.disable_adapter():
+        assert torch.allclose(logits(backend.model, backend.tokenizer), logits(plain.model, plain.tokenizer), atol=1e-5)
+    assert not torch.allclose(logits(backend.model, backend.tokenizer), logits(plain.model, plain.tokenizer), atol=1e-3)  # trained
+
+
+def test_merged_and_unmerged_adapters_generate_the_same(trained, tiny):
+    backend = load_backend(f"{tiny}+{trained[0]}")
+    unmerged = greedy_ids(backend.model, backend.tokenizer)
+    assert unmerged == greedy_ids(backend.model.merge_and_unload(), backend.tokenizer)
+
+
+def test_a_relative_adapter_folder_lives_under_the_models_folder(tmp_path):
+    assert adapter_dir("adapters/mine") == paths().models / "adapters" / "mine"
+    assert adapter_dir(tmp_path / "x") == tmp_path / "x" and adapter_dir("./x").name == "x" and not adapter_dir("./x").is_absolute()
+
+
+@pytest.mark.parametrize(
+    "spec, error, message",
+    [
+        ("smollm2-135m+adapters/none-here", ModelLoadError, "no LoRA adapter in .*none-here.*dualrec finetune --base smollm2-135m"),
+        ("deepseek-v3+adapters/x", LLMError, "API model"),
+    ],
+)
+def test_bad_specs_say_what_to_do(spec, error, message, tmp_path):
+    if "deepseek" in spec:
+        (paths().models / "adapters" / "x").mkdir(parents=True, exist_ok=True)
+        (paths().models / "adapters" / "x" / ADAPTER_CONFIG).write_text("{}")
+    with pytest.raises(error, match=message):
+        load_backend(spec)
+
+
+def test_an_adapter_on_the_wrong_base_is_refused(trained, tiny):
+    with pytest.raises(ModelLoadError, match=f"trained on {tiny}"):
+        load_backend(f"{DEFAULT_PRESET}+{trained[0]}")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU message")
+def test_four_bit_on_a_cpu_is_the_clear_error(dataset, lstm, tmp_path):
+    with pytest.raises(FourBitUnavailableError, match="CUDA"):
+        train_adapter(dataset, lstm, FinetuneOptions(four_bit=True), tmp_path / "x")
+
+
+def test_the_command_trains_and_dumps(ml_dir, tiny, lstm, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "dualrec.sequential", SimpleNamespace(load_lstm=lambda folder, dataset: lstm))
+    assert main(["finetune", "--data-dir", str(ml_dir), "--base", tiny, "--dump-examples", "2", "--max-length", "2048"]) == 0
+    assert capsys.readouterr().out.count("--- loss on the tokens below ---") == 2
+    out = tmp_path / "cli-lora"
+    argv = ["finetune", "--data-dir", str(ml_dir), "--base", tiny, "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-examples", "2", "--eval-steps", "2", "--max-length", "2048"]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "Completed after 2 steps" in printed and f"--model {tiny}+{out}" in printed
+    assert main(argv) == 2 and "not empty" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm, tmp_path):
+    """A few real steps of SmolLM2-135M on CPU: the loss goes down; the adapter reloads through its spec (offline,
+    the base from the GGUF conversion), generates, and agrees with its merged form; the base view is the base."""
+    assert os.environ["HF_HUB_OFFLINE"] == "1"
+    out = tmp_path / "smollm2-lora"
+    options = FinetuneOptions(max_steps=8, batch_size=2, grad_accum=1, learning_rate=2e-3, examples_per_user=1, val_examples=2, eval_steps=4, save_steps=4)
+    metadata = train_adapter(dataset, lstm, options, out, progress=lambda message: None)
+    val_losses = [entry["eval_loss"] for entry in metadata["history"] if "eval_loss" in entry]
+    assert metadata["status"] == "completed" and metadata["steps"] == 8 and len(val_losses) == 3  # steps 0, 4, 8
+    assert val_losses[-1] < val_losses[0] - 0.1
+    assert json.loads((out / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+
+    backend = load_backend(f"{DEFAULT_PRESET}+{out}")
+    answer = backend.generate(PROMPT, GREEDY)
+    assert answer.strip()
+    plain = load_backend(DEFAULT_PRESET, engine="transformers")
+    assert backend.base().generate(PROMPT, GREEDY) == plain.generate(PROMPT, GREEDY)
+    merged = TransformersBackend(backend.model.merge_and_unload(), backend.tokenizer, name="merged")
+    assert merged.generate(PROMPT, GREEDY) == answer
