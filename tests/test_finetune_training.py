@@ -176,6 +176,16 @@ def test_the_command_trains_and_dumps(ml_dir, tiny, lstm, tmp_path, monkeypatch,
     assert main(argv) == 2 and "not empty" in capsys.readouterr().err
 
 
+def test_the_freeform_evaluation_scores_base_and_adapter_on_the_same_cases(ml_dir, trained, tiny, tmp_path, capsys):
+    results = tmp_path / "results.json"
+    argv = ["evaluate", "--data-dir", str(ml_dir), "--protocol", "freeform", "--model", f"{tiny},{tiny}+{trained[0]}"]
+    assert main([*argv, "--limit", "3", "--k", "5", "--max-new-tokens", "4", "--bootstrap", "10", "--out", str(results)]) == 0
+    rows = json.loads(results.read_text())["results"]
+    assert [row["system"] for row in rows] == [f"DUALRec, {tiny}", f"DUALRec, {tiny}+{trained[0]}"]
+    assert all(row["extra"]["cases_drawn"] == 3 for row in rows)
+    assert len(list(tmp_path.glob("results-freeform-*.jsonl"))) == 2
+
+
 @pytest.mark.slow
 def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm, tmp_path):
     """A few real steps of SmolLM2-135M on CPU: the loss goes down; the adapter reloads through its spec (offline,

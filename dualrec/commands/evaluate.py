@@ -49,7 +49,8 @@ def run(args: argparse.Namespace) -> None:
     document["options"] = {"systems": systems, "protocols": protocols, "split": args.split, "data_dir": args.data_dir, "lstm_dir": args.lstm_dir}
     out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if FREEFORM in protocols:
-        document["results"].append(freeform_entry(args, dataset, out))
+        for model in args.model.split(","):  # several models answer the same cases, one row each
+            document["results"].append(freeform_entry(argparse.Namespace(**{**vars(args), "model": model.strip()}), dataset, out))
     path = write_results(document, out)
     print(markdown_table(document["results"]))
     print(f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}")

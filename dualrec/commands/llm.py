@@ -22,7 +22,7 @@ from dualrec.parsing import parse_answer
 from dualrec.pipeline import Stage2Prompt, Stage2Result, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
 from dualrec.prompts import DEFAULT_K, DEFAULT_TEMPLATE, TEMPLATES
 
-MODEL_HELP = f"LLM preset ({', '.join(PRESETS)}), 'custom' or a local folder / .gguf path (default %(default)s)"
+MODEL_HELP = f"LLM preset ({', '.join(PRESETS)}), 'custom', a local folder / .gguf path, or PRESET+ADAPTER_FOLDER (a LoRA adapter of `dualrec finetune`) (default %(default)s)"
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -132,7 +132,7 @@ def describe(match: Match, history: tuple[int, ...]) -> str:
 def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     """The options of `dualrec evaluate --protocol freeform` (DUALRec stage 2 on the test cases)."""
     group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
-    group.add_argument("--model", default=DEFAULT_PRESET, help=MODEL_HELP)
+    group.add_argument("--model", default=DEFAULT_PRESET, help="comma-separated models answering the same cases, one row each (a base and its adapter: smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP)
     group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
     group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
     group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
