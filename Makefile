@@ -3,6 +3,7 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BASELINES := $(VENV)/.baselines
 
 .PHONY: run test test-fast setup clean-venv
 
@@ -10,8 +11,9 @@ STAMP := $(VENV)/.installed
 run: $(STAMP)
 	$(BIN)/streamlit run app.py
 
-# The whole test suite, including the slow tests and the real-data checks when ../shared/data/ml-1m-full-order exists.
-test: $(STAMP)
+# The whole test suite (RecBole baselines included), with the slow tests and the real-data checks when
+# ../shared/data/ml-1m-full-order exists.
+test: $(STAMP) $(BASELINES)
 	$(BIN)/python -m pytest --run-slow --run-realdata
 
 # Fast tests only (what to run while editing).
@@ -27,6 +29,11 @@ $(STAMP): requirements.txt requirements-dev.txt pyproject.toml
 	$(BIN)/python -m pip install -r requirements-dev.txt
 	$(BIN)/python -m pip install --no-deps -e .
 	touch $(STAMP)
+
+# The optional RecBole extra, installed without dependency resolution so the pins of requirements.txt stay.
+$(BASELINES): $(STAMP) requirements-baselines.txt
+	$(BIN)/python -m pip install --no-deps -r requirements-baselines.txt
+	touch $(BASELINES)
 
 clean-venv:
 	rm -rf $(VENV)
