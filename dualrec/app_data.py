@@ -205,17 +205,19 @@ def overlap_lists(lstm_pick: int | None, results: dict[str, Stage2Result | None]
     return lists | {name: result.recommended for name, result in results.items() if result is not None and result.recommended}
 
 
-def status_line(answer: LiveAnswer, queued: bool) -> str:
-    """A column's progress in words: waiting, streaming (tokens so far, time to first token, rate) or done."""
+def status_line(answer: LiveAnswer, queued: bool, stopped: bool = False) -> str:
+    """A column's progress in words: waiting, streaming (tokens so far, time to first token, rate), done or stopped."""
     if answer.first_chunk_s is None:
-        if answer.done:
-            return "finished without text"
+        if answer.done or stopped:
+            return "stopped before the first token" if stopped else "finished without text"
         return "waiting for the model: another session is using it" if queued else "waiting for the first token…"
     rate = answer.chunks_per_s
     figures = f"{len(answer.chunks)} tokens · first token {answer.first_chunk_s:.2f} s" + (
         f" · {rate:.1f} tokens/s" if rate else ""
     )
-    return f"done in {answer.finished_s:.1f} s · {figures}" if answer.done else f"generating… {figures}"
+    if answer.done:
+        return f"{'stopped' if stopped else 'done'} in {answer.finished_s:.1f} s · {figures}"
+    return f"{'stopping' if stopped else 'generating'}… {figures}"
 
 
 # ---- models --------------------------------------------------------------------------------------------------------

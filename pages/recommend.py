@@ -38,6 +38,7 @@ app_state.within_app()
 
 SOURCES = ("A MovieLens user", "Build a history")
 REDRAW_S = 0.2
+STOP_WAIT_S = 2.0
 
 
 # ---- the history ---------------------------------------------------------------------------------------------------
@@ -229,11 +230,14 @@ def follow(comparison: Comparison, frames: dict[str, tuple]) -> None:
     """Redraw each column's text and status until every stream ends (the streams run in their own threads)."""
     queued = {c.label: c.queued for c in comparison.columns}
     while True:
+        finished = comparison.done
+        if comparison.stopped:
+            comparison.streams.wait(STOP_WAIT_S)  # a stopped worker ends within a token
         for label, (status, text) in frames.items():
             answer = comparison.answers[label]
-            status.caption(status_line(answer, queued[label]))
+            status.caption(status_line(answer, queued[label], comparison.stopped))
             text.markdown(answer.text or "…")
-        if comparison.done:
+        if finished:
             return
         time.sleep(REDRAW_S)
 
@@ -243,8 +247,6 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
     result = comparison.results[column.label]
     if answer.error:
         st.error(answer.error, icon="⚠️")
-    if comparison.stopped and not answer.done:
-        st.caption("⏹ Stopped")
     reasoning, _ = split_reasoning(answer.text)
     if reasoning:
         with st.expander("The model's reasoning"):
@@ -265,14 +267,14 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
     st.dataframe(
         answer_rows(dataset, result, choice.watched, choice.next_movie if choice.revealed else None),
         hide_index=True,
-        column_order=["rank", "written", "movie", "score", "marks", "link"],
+        column_order=["rank", "written", "marks", "movie", "score", "link"],
         column_config={
-            "rank": st.column_config.NumberColumn("#", width="small"),
-            "written": st.column_config.TextColumn("written", width="medium"),
-            "movie": st.column_config.TextColumn("MovieLens movie", width="medium"),
-            "score": st.column_config.NumberColumn("match", format="%.0f", width="small"),
-            "marks": st.column_config.TextColumn("marks", width="medium"),
-            "link": st.column_config.LinkColumn("link", display_text="open", width="small"),
+            "rank": st.column_config.NumberColumn("#", width=40),
+            "written": st.column_config.TextColumn("written", width=160),
+            "marks": st.column_config.TextColumn("marks", width=190),
+            "movie": st.column_config.TextColumn("MovieLens movie", width=160),
+            "score": st.column_config.NumberColumn("match", format="%.0f", width=60),
+            "link": st.column_config.LinkColumn("link", display_text="open", width=50),
         },
     )
     if choice.next_movie is not None and choice.revealed:

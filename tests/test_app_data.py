@@ -115,8 +115,11 @@ def test_status_line_says_waiting_streaming_and_done():
     assert "another session" in app_data.status_line(answer, queued=True)
     answer.chunks, answer.first_chunk_s = ["a", "b", "c"], 0.5
     assert app_data.status_line(answer, False).startswith("generating… 3 tokens · first token 0.50 s")
+    assert app_data.status_line(answer, False, stopped=True).startswith("stopping… 3 tokens")
     answer.finished_s = 2.5
     assert app_data.status_line(answer, False) == "done in 2.5 s · 3 tokens · first token 0.50 s · 1.0 tokens/s"
+    assert app_data.status_line(answer, False, stopped=True).startswith("stopped in 2.5 s")
+    assert app_data.status_line(LiveAnswer("B"), False, stopped=True) == "stopped before the first token"
 
 
 def test_adapters_are_offered_beside_the_presets(tmp_path):

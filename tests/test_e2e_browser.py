@@ -1,5 +1,6 @@
 """End to end in a real headless Chromium: start the app on a loopback port, pick a test user, generate with the
-embedded model, watch the text stream into both columns, then see the matched lists and the genre figure.
+embedded model, watch the text stream into both columns, then see the matched lists and the genre figure; then
+stop a long answer while it streams.
 
 Needs Debian's `chromium` (/usr/bin/chromium) and the `playwright` Python package (its own browser download is not
 used). The screenshot is left in artifacts/e2e-recommend.png.
@@ -142,4 +143,15 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
         ARTIFACT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACT), full_page=True)
         print(f"screenshot: {ARTIFACT}")
+
+        tokens.fill("400")  # a long answer, stopped while it streams
+        tokens.press("Enter")
+        page.wait_for_timeout(1500)
+        page.get_by_role("button", name="Generate").click()
+        page.get_by_text("generating…").first.wait_for()
+        page.get_by_role("button", name="Stop").click()
+        page.wait_for_function(
+            "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')].filter(c => /^stop/.test(c.innerText)).length == 2"
+        )
+        assert all(s.startswith("stop") for s in column_statuses(page)), column_statuses(page)
         browser.close()
