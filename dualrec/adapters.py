@@ -95,8 +95,7 @@ def use_four_bit(options: FinetuneOptions) -> bool:
 def trainable_model(preset: Preset, options: FinetuneOptions) -> tuple[PeftModel, PreTrainedTokenizerBase]:
     """The base in fp32 (CPU), bf16 (GPU) or 4-bit NF4 prepared for k-bit training (QLoRA), with new LoRA layers.
 
-    The adapter config names the preset's model (a hub id or a folder) as its base: `load_adapter_backend` loads the
-    base through the preset, so a GGUF-converted base works offline.
+    Checkpoints name the loaded folder as their base (a GGUF preset's converted folder: plain peft loads them offline).
     """
     four_bit = use_four_bit(options)
     backend = build_backend(dataclasses.replace(preset, load_in_4bit=four_bit))
@@ -106,7 +105,6 @@ def trainable_model(preset: Preset, options: FinetuneOptions) -> tuple[PeftModel
         model = get_peft_model(model, lora)
     except ValueError as error:
         raise DualrecError(f"{preset.name} has no layers {', '.join(options.target_modules)} for LoRA ({error}); choose others with --target-modules") from None
-    model.peft_config["default"].base_model_name_or_path = preset.model
     return model, backend.tokenizer
 
 
@@ -194,11 +192,12 @@ def train_adapter(
     of the last step is saved with status "interrupted", and `resume=True` goes on from the last complete checkpoint.
     """
     checkpoints = out / CHECKPOINTS
-    start = last_checkpoint(checkpoints) if resume else None
+    start = last_checkpoint(checkpoints)
     if resume and start is None:
         raise DualrecError(f"No checkpoint to resume in {checkpoints}; run without --resume.")
-    if not resume and out.is_dir() and any(out.iterdir()):
-        raise DualrecError(f"{out} is not empty: pass --resume to continue its training, or choose another --out.")
+    if not resume and (start or (out / ADAPTER_CONFIG).is_file()):
+        raise DualrecError(f"{out} already holds an adapter or checkpoints: pass --resume to continue its training, or choose another --out.")
+    start = start if resume else None
     preset = base_preset(options.base)
     model, tokenizer = trainable_model(preset, options)
     train_users = example_users(dataset, "train")
@@ -242,7 +241,10 @@ def train_adapter(
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
     }
-    model.save_pretrained(out)
+    # The adapter names the preset's model (hub id or folder): portable, and how the app finds the preset;
+    # `load_adapter_backend` loads the base through the preset, so nothing is fetched. Embeddings are never trained.
+    model.peft_config["default"].base_model_name_or_path = preset.model
+    model.save_pretrained(out, save_embedding_layers=False)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     if not stopper.requested:
         shutil.rmtree(checkpoints, ignore_errors=True)

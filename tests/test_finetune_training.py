@@ -81,7 +81,7 @@ def test_training_writes_a_peft_adapter_with_its_metadata(trained, tiny, dataset
 
 
 def test_an_existing_adapter_is_not_overwritten(trained, dataset, lstm, tiny):
-    with pytest.raises(Exception, match="not empty: pass --resume"):
+    with pytest.raises(Exception, match="already holds an adapter or checkpoints: pass --resume"):
         train_adapter(dataset, lstm, tiny_options(tiny), trained[0])
 
 
@@ -173,7 +173,7 @@ def test_the_command_trains_and_dumps(ml_dir, tiny, lstm, tmp_path, monkeypatch,
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Completed after 2 steps" in printed and f"--model {tiny}+{out}" in printed
-    assert main(argv) == 2 and "not empty" in capsys.readouterr().err
+    assert main(argv) == 2 and "already holds an adapter" in capsys.readouterr().err
 
 
 def test_the_freeform_evaluation_scores_base_and_adapter_on_the_same_cases(ml_dir, trained, tiny, tmp_path, capsys):
