@@ -178,6 +178,60 @@ def last_logged(history: list[dict], key: str) -> tuple[int | None, float | None
     return entry.get("step"), entry.get(key)
 
 
+def resume_point(out: Path, resume: bool) -> Path | None:
+    """The checkpoint to resume from (None: a fresh start); refuses to train over an adapter or its checkpoints."""
+    start = last_checkpoint(out / CHECKPOINTS)
+    if resume and start is None:
+        raise DualrecError(f"No checkpoint to resume in {out / CHECKPOINTS}; run without --resume.")
+    if not resume and (start or (out / ADAPTER_CONFIG).is_file()):
+        raise DualrecError(f"{out} already holds an adapter or checkpoints: pass --resume to continue its training, or choose another --out.")
+    return start if resume else None
+
+
+def encoded_examples(dataset: Dataset, lstm: TopOne, options: FinetuneOptions, tokenizer: PreTrainedTokenizerBase) -> tuple[list[dict], list[dict]]:
+    """The examples of every training user and of `val_examples` validation users, as token ids and labels."""
+    train = encode_all(tokenizer, build_examples(dataset, example_users(dataset, "train"), lstm, options), options.max_length)
+    val = encode_all(tokenizer, one_per_user(dataset, "val", lstm, options, options.val_examples), options.max_length)
+    if not train or not val:
+        raise DualrecError(
+            f"{len(train)} training and {len(val)} validation examples: fine-tuning needs users with {SHOWN + TARGETS} or more "
+            f"catalogue movies, and a --max-length (now {options.max_length}) that leaves room for the answer after the prompt."
+        )
+    return train, val
+
+
+def final_val_loss(trainer: Trainer, interrupted: bool) -> float | None:
+    """The validation loss at the last step: logged there, else computed (after a Ctrl-C: the last one logged)."""
+    step, loss = last_logged(trainer.state.log_history, "eval_loss")
+    return trainer.evaluate()["eval_loss"] if step != trainer.state.global_step and not interrupted else loss
+
+
+def adapter_metadata(dataset: Dataset, options: FinetuneOptions, preset: Preset, trainer: Trainer, examples: dict, seconds: float, resumed: int, interrupted: bool) -> dict:
+    """What metadata.json records: base, data, examples, options, steps, losses (final and logged), time, versions."""
+    state = trainer.state
+    logged = [{key: entry[key] for key in ("step", "loss", "eval_loss") if key in entry} for entry in state.log_history]
+    return {
+        "format": FORMAT_VERSION,
+        "status": "interrupted" if interrupted else "completed",
+        "base": {"preset": options.base, "model": preset.model, "gguf_file": preset.gguf_file, "four_bit": use_four_bit(options)},
+        "data": {"fingerprint": dataset.fingerprint, "config": dataset.config.as_dict()},
+        "examples": examples | {"history": SHOWN, "targets": TARGETS, "template": options.template},
+        "options": options.as_dict(),
+        "seed": options.seed,
+        "steps": state.global_step,
+        "epochs": round(state.epoch or 0.0, 4),
+        "resumed_from_step": resumed or None,
+        "train_loss": last_logged(state.log_history, "loss")[1],
+        "val_loss": final_val_loss(trainer, interrupted),
+        "history": [entry for entry in logged if "loss" in entry or "eval_loss" in entry],
+        "seconds": round(seconds, 1),
+        "seconds_per_step": round(seconds / max(state.global_step - resumed, 1), 2),
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
+        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
+    }
+
+
 def train_adapter(
     dataset: Dataset,
     lstm: TopOne,
@@ -191,63 +245,28 @@ def train_adapter(
     Checkpoints go to out/checkpoints and are removed when training completes. After a Ctrl-C they stay, the adapter
     of the last step is saved with status "interrupted", and `resume=True` goes on from the last complete checkpoint.
     """
-    checkpoints = out / CHECKPOINTS
-    start = last_checkpoint(checkpoints)
-    if resume and start is None:
-        raise DualrecError(f"No checkpoint to resume in {checkpoints}; run without --resume.")
-    if not resume and (start or (out / ADAPTER_CONFIG).is_file()):
-        raise DualrecError(f"{out} already holds an adapter or checkpoints: pass --resume to continue its training, or choose another --out.")
-    start = start if resume else None
+    start = resume_point(out, resume)
     preset = base_preset(options.base)
     model, tokenizer = trainable_model(preset, options)
-    train_users = example_users(dataset, "train")
-    train = encode_all(tokenizer, build_examples(dataset, train_users, lstm, options), options.max_length)
-    val = encode_all(tokenizer, one_per_user(dataset, "val", lstm, options, options.val_examples), options.max_length)
-    if not train or not val:
-        raise DualrecError(
-            f"{len(train)} training and {len(val)} validation examples: fine-tuning needs users with {SHOWN + TARGETS} or more "
-            f"catalogue movies, and a --max-length (now {options.max_length}) that leaves room for the answer after the prompt."
-        )
+    train, val = encoded_examples(dataset, lstm, options, tokenizer)
     trainable, total = model.get_nb_trainable_parameters()
-    progress(f"{len(train):,} training examples from {len(train_users):,} users, {len(val)} validation examples; {trainable:,} of {total:,} parameters trained")
+    progress(f"{len(train):,} training and {len(val)} validation examples; {trainable:,} of {total:,} parameters trained")
     stopper = StopOnInterrupt()
     collator = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=IGNORE)
-    trainer = Trainer(model=model, args=training_arguments(options, checkpoints), data_collator=collator, train_dataset=train, eval_dataset=val, callbacks=[stopper])
+    trainer = Trainer(model=model, args=training_arguments(options, out / CHECKPOINTS), data_collator=collator, train_dataset=train, eval_dataset=val, callbacks=[stopper])
     started = time.perf_counter()
     with stopper.installed():
         trainer.train(resume_from_checkpoint=str(start) if start else None)
-    seconds = time.perf_counter() - started
-    state, resumed = trainer.state, checkpoint_step(start) if start else 0
-    val_step, val_loss = last_logged(state.log_history, "eval_loss")
-    if val_step != state.global_step and not stopper.requested:
-        val_loss = trainer.evaluate()["eval_loss"]
-    metadata = {
-        "format": FORMAT_VERSION,
-        "status": "interrupted" if stopper.requested else "completed",
-        "base": {"preset": options.base, "model": preset.model, "gguf_file": preset.gguf_file, "four_bit": use_four_bit(options)},
-        "data": {"fingerprint": dataset.fingerprint, "config": dataset.config.as_dict()},
-        "examples": {"train": len(train), "val": len(val), "train_users": len(train_users), "history": SHOWN, "targets": TARGETS, "template": options.template},
-        "options": options.as_dict(),
-        "seed": options.seed,
-        "steps": state.global_step,
-        "epochs": round(state.epoch or 0.0, 4),
-        "resumed_from_step": resumed or None,
-        "train_loss": last_logged(state.log_history, "loss")[1],
-        "val_loss": val_loss,
-        "history": [{key: entry[key] for key in ("step", "loss", "eval_loss") if key in entry} for entry in state.log_history if "loss" in entry or "eval_loss" in entry],
-        "seconds": round(seconds, 1),
-        "seconds_per_step": round(seconds / max(state.global_step - resumed, 1), 2),
-        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
-        "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"torch": torch.__version__, "transformers": transformers.__version__, "peft": peft.__version__},
-    }
+    examples = {"train": len(train), "val": len(val), "train_users": len(example_users(dataset, "train"))}
+    resumed = checkpoint_step(start) if start else 0
+    metadata = adapter_metadata(dataset, options, preset, trainer, examples, time.perf_counter() - started, resumed, stopper.requested)
     # The adapter names the preset's model (hub id or folder): portable, and how the app finds the preset;
     # `load_adapter_backend` loads the base through the preset, so nothing is fetched. Embeddings are never trained.
     model.peft_config["default"].base_model_name_or_path = preset.model
     model.save_pretrained(out, save_embedding_layers=False)
     (out / METADATA_FILE).write_text(json.dumps(metadata, indent=1))
     if not stopper.requested:
-        shutil.rmtree(checkpoints, ignore_errors=True)
+        shutil.rmtree(out / CHECKPOINTS, ignore_errors=True)
     return read_metadata(out)
 
 
