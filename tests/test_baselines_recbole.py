@@ -195,7 +195,7 @@ def test_registered_for_the_harness(dataset):
 
     assert set(MODELS) <= set(system_names())
     fpmc = new_system("fpmc")
-    assert fpmc.budget == BUDGETS["fpmc"]
+    assert fpmc.budget == BUDGETS["fpmc"] and new_system("sasrec").params == {"train_batch_size": 512}
     fpmc.budget, fpmc.params = ONE_EPOCH, TINY  # the registered defaults, made tiny for the fixture
     fpmc.fit(dataset)
     entries = evaluate_system(fpmc, dataset, protocols=("full", "sampled-20"), samples=50)
