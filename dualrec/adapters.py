@@ -45,10 +45,10 @@ from dualrec.config import paths
 from dualrec.dataset import Dataset
 from dualrec.errors import DualrecError
 from dualrec.finetune import IGNORE, SHOWN, TARGETS, FinetuneOptions, TopOne, build_examples, encode_all, example_users, one_per_user
+from dualrec.llm import ADAPTER_SEPARATOR as SEPARATOR
 from dualrec.llm import PRESETS, GenerationSettings, LLMError, Message, ModelLoadError, Preset, build_backend, gguf_path, resolve_preset
 from dualrec.llm.transformers_backend import TransformersBackend, convert_gguf
 
-SEPARATOR = "+"
 ADAPTER_CONFIG = "adapter_config.json"
 METADATA_FILE = "metadata.json"
 CHECKPOINTS = "checkpoints"

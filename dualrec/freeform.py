@@ -23,7 +23,7 @@ from dualrec.dataset import PAD_ITEM, Dataset, Windows
 from dualrec.errors import DualrecError
 from dualrec.evaluation import LIST_LENGTH, ranks_of_lists, result_entry, watched_before
 from dualrec.features import genre_matrix
-from dualrec.llm import EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, load_backend
+from dualrec.llm import ADAPTER_SEPARATOR, EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, load_backend
 from dualrec.pipeline import Stage2Result, interpret, load_trained_lstm, prepare_prompt, run_stage2
 
 FREEFORM = "freeform"
@@ -40,6 +40,7 @@ class FreeformOptions:
     limit_seed: int = 0
     max_new_tokens: int | None = None  # None: the preset's
     lstm_dir: str | None = None
+    sample_seed: int | None = None  # None: greedy decoding (repeatable); else the preset's sampling with this seed
 
 
 def sample_cases(cases: Windows, limit: int | None, seed: int) -> Windows:
@@ -124,6 +125,27 @@ def save_answers(path: Path, cases: Windows, results: list[Stage2Result], ranks:
     return path
 
 
+def decoding(preset: GenerationSettings, options: FreeformOptions) -> GenerationSettings:
+    """The preset's settings, decoded greedily unless a sampling seed is given, with the options' length limit."""
+    length = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens else {}
+    return dataclasses.replace(preset, greedy=options.sample_seed is None, seed=options.sample_seed, **length)
+
+
+def shared_backends(models: list[str]) -> dict[str, LLMBackend]:
+    """One loaded model for a base and its adapter both in `models` ('P' and 'P+A'): the adapter's backend and its
+    base view (adapter switched off), so the two answer on the same weights with the same engine."""
+    backends: dict[str, LLMBackend] = {}
+    for spec in models:
+        base = spec.partition(ADAPTER_SEPARATOR)[0]
+        if ADAPTER_SEPARATOR in spec and base in models and base not in backends:
+            try:
+                backends[spec] = load_backend(spec)
+            except LLMError as error:
+                raise DualrecError(f"{spec}: {error}") from None
+            backends[base] = backends[spec].base()
+    return backends
+
+
 def generate_answers(
     dataset: Dataset,
     cases: Windows,
@@ -131,16 +153,15 @@ def generate_answers(
     options: FreeformOptions,
     progress: Callable[[str], None],
     backend: LLMBackend | None = None,
-) -> tuple[list[Stage2Result], GenerationSettings, float]:
-    """Every case's Stage 2 result, the settings used and the model's load time (a given backend stays open)."""
+) -> tuple[list[Stage2Result], GenerationSettings, float, str]:
+    """Every case's Stage 2 result, the settings used, the model's load time and its engine (a given backend stays open)."""
     started = time.perf_counter()
     own = backend is None
     try:
         backend = backend or load_backend(options.model)
         load_seconds = time.perf_counter() - started
-        overrides = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens else {}
-        settings = dataclasses.replace(backend.settings, **overrides)
-        return answer_cases(dataset, backend, cases, picks, options, settings, progress), settings, load_seconds
+        settings = decoding(backend.settings, options)
+        return answer_cases(dataset, backend, cases, picks, options, settings, progress), settings, load_seconds, type(backend).__name__
     except LLMError as error:
         raise DualrecError(f"{options.model}: {error}") from None
     finally:
@@ -163,7 +184,7 @@ def evaluate_freeform(
     picks, note = lstm_picks(dataset, cases, options.lstm_dir)
     if note:
         progress(f"note: {note}")
-    results, settings, load_seconds = generate_answers(dataset, cases, picks, options, progress, backend)
+    results, settings, load_seconds, engine = generate_answers(dataset, cases, picks, options, progress, backend)
     lists = ranked_items(dataset, cases, results)
     ranks = ranks_of_lists(lists, cases.targets)
     if answers_path:
@@ -174,7 +195,7 @@ def evaluate_freeform(
         f"DUALRec, {options.model}",
         FREEFORM,
         ranks,
-        options=asdict(options) | {"lstm_pick": note is None, "settings": asdict(settings), "answers": answers_path and str(answers_path)},
+        options=asdict(options) | {"lstm_pick": note is None, "settings": asdict(settings), "engine": engine, "answers": answers_path and str(answers_path)},
         seconds={"load": round(load_seconds, 2), "answers": round(answering, 2), "per_answer": round(figures["seconds_per_answer"], 3)},
         lists=padded(lists),
         genres=genre_matrix(dataset.catalogue_movies),

@@ -46,17 +46,17 @@ def byte_tokenizer(chat_template: str = CHATML):
     return tokenizer
 
 
-def tiny_llama(folder: Path) -> Path:
-    """A randomly initialised 2-layer Llama (q_proj/v_proj like SmolLM2) and its tokenizer, saved into `folder`."""
+def tiny_llama(folder: Path, hidden_size: int = 32, layers: int = 2) -> Path:
+    """A randomly initialised small Llama (q_proj/v_proj like SmolLM2) and its tokenizer, saved into `folder`."""
     import torch
     from transformers import GenerationConfig, LlamaConfig, LlamaForCausalLM
 
     tokenizer = byte_tokenizer()
     config = LlamaConfig(
         vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=layers,
         num_attention_heads=4,
         num_key_value_heads=2,
         max_position_embeddings=1024,

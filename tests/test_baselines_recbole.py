@@ -201,3 +201,12 @@ def test_registered_for_the_harness(dataset):
     entries = evaluate_system(fpmc, dataset, protocols=("full", "sampled-20"), samples=50)
     assert [entry["protocol"] for entry in entries] == ["full", "sampled-20"]
     assert entries[0]["options"]["model"] == "FPMC" and entries[0]["options"]["training"]["epochs"] == 1
+
+
+def test_a_budget_in_minutes_from_the_command_line_bounds_training(dataset):
+    from dualrec.baselines import load_system
+
+    stamp = load_system("stamp", dataset, budget_minutes=0)  # one step of the first epoch, then the budget is spent
+    assert stamp.budget == TrainingBudget(max_epochs=BUDGETS["stamp"].max_epochs, max_minutes=0, patience=BUDGETS["stamp"].patience)
+    assert stamp.training["epochs"] == 1 and stamp.training["stopped_by"] == "budget" and stamp.training["device"] == "cpu"
+    assert stamp.device.type == "cpu" and stamp.score(dataset.cases["test"].histories[:3], dataset.cases["test"].users[:3]).shape == (3, dataset.catalogue_size)

@@ -183,6 +183,9 @@ def test_the_freeform_evaluation_scores_base_and_adapter_on_the_same_cases(ml_di
     rows = json.loads(results.read_text())["results"]
     assert [row["system"] for row in rows] == [f"DUALRec, {tiny}", f"DUALRec, {tiny}+{trained[0]}"]
     assert all(row["extra"]["cases_drawn"] == 3 for row in rows)
+    # one model in memory for both rows (the base is the adapter's base view), decoded greedily: repeatable
+    assert [row["options"]["engine"] for row in rows] == ["AdapterBackend", "AdapterBackend"]
+    assert all(row["options"]["settings"]["greedy"] and row["options"]["sample_seed"] is None for row in rows)
     assert len(list(tmp_path.glob("results-freeform-*.jsonl"))) == 2
 
 

@@ -7,6 +7,7 @@ when used. The LSTM is not here: it is trained by `dualrec train lstm` and loade
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
@@ -33,13 +34,15 @@ def new_system(name: str) -> Recommender:
     return getattr(importlib.import_module(module), factory)(name)
 
 
-def load_system(name: str, dataset: Dataset, lstm_dir: str | Path | None = None) -> Recommender:
+def load_system(name: str, dataset: Dataset, lstm_dir: str | Path | None = None, budget_minutes: float | None = None) -> Recommender:
     """A system ready to score `dataset`'s cases: the trained LSTM (refused if trained on other data or another
-    split), or a registered system fitted on the training users."""
+    split), or a registered system fitted on the training users (a trained one within `budget_minutes`, if given)."""
     if name == LSTM:
         from dualrec.sequential import load_lstm  # TensorFlow loads only when needed
 
         return load_lstm(lstm_dir, dataset, strict=True)
     system = new_system(name)
+    if budget_minutes is not None and hasattr(system, "budget"):
+        system.budget = dataclasses.replace(system.budget, max_minutes=budget_minutes)
     system.fit(dataset)
     return system

@@ -104,6 +104,10 @@ def import_recbole() -> types.SimpleNamespace:
     )  # fmt: skip
 
 
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
 def build_train_set(recbole: types.SimpleNamespace, config):
     """RecBole's dataset from the benchmark files: its training part, ids remapped."""
     with warnings.catch_warnings():  # pandas FutureWarnings from RecBole's own code
@@ -126,6 +130,7 @@ class RecBoleRecommender:
     user_ids: pd.Series | None = field(default=None, init=False, repr=False)  # RecBole id of each training user
 
     inter_columns = ("user_id", "item_id_list", "item_id")
+    gpu_capable = True
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
@@ -163,10 +168,10 @@ class RecBoleRecommender:
             self.item_ids = train_set.token2id(train_set.iid_field, [str(i) for i in range(dataset.catalogue_size)])
             user_tokens = train_set.field2id_token[train_set.uid_field][1:].astype(np.int64)  # id 0 is RecBole's [PAD]
             self.user_ids = pd.Series(np.arange(1, len(user_tokens) + 1), index=user_tokens)
-            self.model = recbole.get_model(config["model"])(config, train_set)
+            self.model = recbole.get_model(config["model"])(config, train_set).to(config["device"])
             self.train(recbole, config, train_set, dataset)
         self.model.eval()
-        self.training.update(samples=len(samples), seconds=round(time.monotonic() - started, 1))
+        self.training.update(samples=len(samples), seconds=round(time.monotonic() - started, 1), device=device_name(config["device"]))
         log.info("%s trained: %s", self.name, self.training)
         if self.use_cache:
             self.save(cached)
@@ -180,12 +185,18 @@ class RecBoleRecommender:
 
     def load(self, file: Path) -> None:
         import_recbole()  # unpickling needs RecBole's classes, importable only through the fixes
-        state = torch.load(file, weights_only=False)  # our own cache file, written by save()
+        state = torch.load(file, weights_only=False, map_location=self.device)  # our own cache file, written by save()
         self.model, self.item_ids, self.user_ids = state["model"], state["item_ids"], state["user_ids"]
+        self.model.device = self.device  # RecBole models place new tensors on the device they were built for
         self.training = state["training"] | {"loaded_from": str(file)}
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model trains and scores: the GPU when CUDA is available, else the CPU."""
+        return torch.device("cuda" if self.gpu_capable and torch.cuda.is_available() else "cpu")
+
     def recbole_config(self, recbole: types.SimpleNamespace, folder: str, window: int):
-        """RecBole's configuration: its defaults for the model, our files, CPU, the seed, then `params`."""
+        """RecBole's configuration: its defaults for the model, our files, the device, the seed, then `params`."""
         model_class = recbole.get_model(MODELS[self.name])
         # BPR models (FPMC, or a sequential model given loss_type BPR) train on one sampled negative per sample
         pairwise = getattr(model_class, "input_type", None) == recbole.InputType.PAIRWISE or self.params.get("loss_type") == "BPR"
@@ -200,7 +211,7 @@ class RecBoleRecommender:
             "train_neg_sample_args": {"distribution": "uniform", "sample_num": 1} if pairwise else None,
             "seed": self.seed,
             "reproducibility": True,
-            "use_gpu": False,
+            "use_gpu": self.device.type == "cuda",
             "show_progress": False,
             "state": "WARNING",
             **self.params,
@@ -229,7 +240,7 @@ class RecBoleRecommender:
             losses = []
             for batch in loader:
                 optimizer.zero_grad()
-                loss = self.model.calculate_loss(batch)
+                loss = self.model.calculate_loss(batch.to(self.device))
                 loss.backward()
                 optimizer.step()
                 losses.append(loss.item())
@@ -268,7 +279,7 @@ class RecBoleRecommender:
             self.model.ITEM_SEQ_LEN: torch.from_numpy(real.sum(axis=1).clip(min=1)),  # an empty history reads one padding step
             self.model.USER_ID: torch.from_numpy(self.user_ids.reindex(users).fillna(0).to_numpy(np.int64)),
         })  # fmt: skip
-        return self.model.full_sort_predict(interaction).numpy()
+        return self.model.full_sort_predict(interaction.to(self.device)).cpu().numpy()
 
 
 class FPMCRecommender(RecBoleRecommender):
@@ -286,6 +297,7 @@ class SLIMRecommender(RecBoleRecommender):
     a user row, which is what full_sort_predict computes for trained users (their row times the item weights)."""
 
     inter_columns = ("user_id", "item_id")
+    gpu_capable = False  # fitted by scikit-learn, scored with scipy
 
     @property
     def settings(self) -> dict:

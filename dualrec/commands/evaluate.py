@@ -6,15 +6,16 @@ import argparse
 import sys
 import time
 from functools import partial
+from pathlib import Path
 
 from dualrec.baselines import load_system, system_names
 from dualrec.commands.common import add_data_options, data_config
 from dualrec.commands.llm import add_freeform_options, freeform_entry
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
-from dualrec.dataset import load_dataset
+from dualrec.dataset import Dataset, load_dataset
 from dualrec.errors import DualrecError
 from dualrec.evaluation import evaluate, markdown_table, write_results
-from dualrec.freeform import FREEFORM
+from dualrec.freeform import FREEFORM, shared_backends
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -25,6 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="whose cases (default %(default)s)")
     parser.add_argument("--out", help="results JSON (default: <DUALREC_HOME>/results/evaluate-<time>.json)")
     parser.add_argument("--lstm-dir", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
+    parser.add_argument("--baseline-minutes", type=float, help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
@@ -39,18 +41,28 @@ def names(text: str, allowed: list[str] | tuple[str, ...], what: str) -> list[st
     return chosen
 
 
+def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path) -> list[dict]:
+    """One row per model of --model, on the same cases; a base and its adapter share one loaded model."""
+    models = [model.strip() for model in args.model.split(",") if model.strip()]
+    backends = shared_backends(models)
+    try:
+        return [freeform_entry(argparse.Namespace(**{**vars(args), "model": model}), dataset, out, backends.get(model)) for model in models]
+    finally:
+        for backend in backends.values():
+            backend.close()
+
+
 def run(args: argparse.Namespace) -> None:
     systems = names(args.systems, system_names(), "system")
     protocols = names(args.protocol, EVAL_PROTOCOLS + (FREEFORM,), "protocol")
     scored = [protocol for protocol in protocols if protocol != FREEFORM]
     dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
-    loader = partial(load_system, dataset=dataset, lstm_dir=args.lstm_dir)
+    loader = partial(load_system, dataset=dataset, lstm_dir=args.lstm_dir, budget_minutes=args.baseline_minutes)
     document = evaluate(systems if scored else [], dataset, loader, args.split, scored, args.bootstrap, args.seed, progress=lambda message: print(message, file=sys.stderr))
-    document["options"] = {"systems": systems, "protocols": protocols, "split": args.split, "data_dir": args.data_dir, "lstm_dir": args.lstm_dir}
+    document["options"] = {"systems": systems, "protocols": protocols, "split": args.split, "data_dir": args.data_dir, "lstm_dir": args.lstm_dir, "baseline_minutes": args.baseline_minutes}
     out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if FREEFORM in protocols:
-        for model in args.model.split(","):  # several models answer the same cases, one row each
-            document["results"].append(freeform_entry(argparse.Namespace(**{**vars(args), "model": model.strip()}), dataset, out))
+        document["results"] += freeform_entries(args, dataset, out)
     path = write_results(document, out)
     print(markdown_table(document["results"]))
     print(f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}")

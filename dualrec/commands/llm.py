@@ -16,7 +16,7 @@ from dualrec.errors import DualrecError
 from dualrec.freeform import DEFAULT_K as FREEFORM_K
 from dualrec.freeform import DEFAULT_TEMPLATE as FREEFORM_TEMPLATE
 from dualrec.freeform import FreeformOptions, evaluate_freeform
-from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, load_backend
+from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMBackend, LLMError, load_backend
 from dualrec.matching import Match, match_all, resolve_titles
 from dualrec.parsing import parse_answer
 from dualrec.pipeline import Stage2Prompt, Stage2Result, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
@@ -138,14 +138,15 @@ def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
     group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
     group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
+    group.add_argument("--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)")
 
 
-def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path) -> dict:
-    """The `freeform` results entry of args.model; its answers are saved beside the results file `out`."""
-    options = FreeformOptions(args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir)
+def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path, backend: LLMBackend | None = None) -> dict:
+    """The `freeform` results entry of args.model (on `backend` when given); its answers are saved beside `out`."""
+    options = FreeformOptions(args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed)
     out = Path(out)
     answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
-    return evaluate_freeform(dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr)
+    return evaluate_freeform(dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr, backend=backend)
 
 
 def print_to_stderr(message: str) -> None:

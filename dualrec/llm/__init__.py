@@ -16,6 +16,7 @@ from dualrec.llm.errors import (
     UnknownPresetError,
 )
 from dualrec.llm.presets import (
+    ADAPTER_SEPARATOR,
     DEFAULT_PRESET,
     PRESETS,
     Preset,
@@ -27,6 +28,7 @@ from dualrec.llm.presets import (
 from dualrec.llm.reasoning import split_reasoning
 
 __all__ = [
+    "ADAPTER_SEPARATOR",
     "DEFAULT_PRESET",
     "FOUR_BIT_FALLBACK",
     "PRESETS",

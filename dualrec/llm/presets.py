@@ -19,6 +19,7 @@ from dualrec.llm.errors import MissingAPIKeyError, ModelLoadError, UnknownPreset
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "transformers", "llama.cpp", "openai")
+ADAPTER_SEPARATOR = "+"  # 'PRESET+ADAPTER': a LoRA adapter on its base (dualrec.adapters)
 DEFAULT_PRESET = "smollm2-135m"
 CUSTOM = "custom"
 
@@ -209,7 +210,7 @@ def build_backend(preset: Preset, *, api_key: str | None = None) -> LLMBackend:
 def load_backend(name_or_path: str = DEFAULT_PRESET, *, api_key: str | None = None, **overrides) -> LLMBackend:
     """A ready backend for a preset name, 'custom', a local path or 'PRESET+ADAPTER' (a LoRA adapter on its base,
     dualrec.adapters); `overrides` replace Preset fields."""
-    if "+" in str(name_or_path):
+    if ADAPTER_SEPARATOR in str(name_or_path):
         from dualrec.adapters import load_adapter_backend  # peft loads only for adapters
 
         return load_adapter_backend(name_or_path, **overrides)
