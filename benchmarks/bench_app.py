@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,33 +23,19 @@ from pathlib import Path
 
 from bench_stage1 import untrained
 
-from dualrec.app_data import lstm_ranking
-from dualrec.comparison import SharedModel, plan_columns, start_comparison
-from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig
-from dualrec.dataset import Dataset, load_dataset
-from dualrec.llm import DEFAULT_PRESET, GenerationSettings, load_backend
-from dualrec.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history
-from dualrec.recordings import RecordingStore
-
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from dualrec.app_data import lstm_ranking  # noqa: E402
+from dualrec.comparison import SharedModel, plan_columns, start_comparison  # noqa: E402
+from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig  # noqa: E402
+from dualrec.dataset import Dataset, load_dataset  # noqa: E402
+from dualrec.llm import DEFAULT_PRESET, GenerationSettings, load_backend  # noqa: E402
+from dualrec.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history  # noqa: E402
+from dualrec.recordings import RecordingStore  # noqa: E402
+from tests.loopback import CHROMIUM, free_port, launch_chromium  # noqa: E402
+
 REAL_DATA = ROOT.parent / "shared" / "data" / "ml-1m-full-order"
-CHROMIUM = "/usr/bin/chromium"
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def cold_start_browser(data_dir: str) -> dict[str, float]:
@@ -60,7 +45,7 @@ def cold_start_browser(data_dir: str) -> dict[str, float]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     with sync_playwright() as driver, tempfile.TemporaryFile() as log:
-        browser = driver.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         started = time.perf_counter()
         server = subprocess.Popen(
@@ -175,7 +160,7 @@ def main() -> None:
     print(f"data: {args.data_dir}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
 
     print("cold start")
-    use_browser = not args.no_browser and Path(CHROMIUM).is_file()
+    use_browser = not args.no_browser and CHROMIUM.is_file()
     for name, seconds in (cold_start_browser(args.data_dir) if use_browser else cold_start_apptest(args.data_dir)).items():
         print(f"  {name}: {seconds:.1f} s")
 

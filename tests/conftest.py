@@ -7,9 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from dualrec.config import LSTMConfig
 from tests.movielens_fixture import write_movielens
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m-full-order"
+TINY_LSTM = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -44,6 +46,17 @@ def isolated_folders(tmp_path_factory: pytest.TempPathFactory) -> None:
 def ml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated MovieLens-format folder (300 users, 1,100 movies)."""
     return write_movielens(tmp_path_factory.mktemp("ml-fixture"))
+
+
+@pytest.fixture(scope="session")
+def tiny_lstm_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A small real LSTM (the poster's layers, narrow) trained 2 epochs on the fixture, saved once per session."""
+    from dualrec.dataset import load_dataset
+    from dualrec.sequential import train_lstm  # TensorFlow loads only for the tests that ask
+
+    folder = tmp_path_factory.mktemp("tiny-lstm") / "lstm"
+    train_lstm(load_dataset(ml_dir), TINY_LSTM, verbose=0).save(folder)
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,14 +18,13 @@ from streamlit.testing.v1 import AppTest
 
 from dualrec import app_state
 from dualrec.comparison import SharedModel
-from dualrec.config import LSTMConfig, paths
+from dualrec.config import paths
 from dualrec.dataset import load_dataset
 from dualrec.evaluation import result_entry, results_document, write_results
 from dualrec.llm import GenerationSettings, LLMBackend, Message
 from dualrec.recordings import Recording, RecordingStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TINY = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
 TIMEOUT = 300  # the embedded model on a busy 2-core machine
 
 
@@ -42,10 +42,8 @@ def server_navigation(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def app_env(ml_dir, tmp_path_factory):
+def app_env(ml_dir, tiny_lstm_dir, tmp_path_factory):
     """DUALREC_HOME with a tiny trained LSTM, the generated MovieLens folder as the data folder."""
-    from dualrec.sequential import train_lstm
-
     home = tmp_path_factory.mktemp("app-home")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DUALREC_HOME", str(home))
@@ -54,7 +52,7 @@ def app_env(ml_dir, tmp_path_factory):
         patch.delenv("DUALREC_LLM_BASE_URL", raising=False)
         patch.delenv("DUALREC_LLM_MODEL", raising=False)
         dataset = load_dataset(ml_dir)
-        train_lstm(dataset, TINY, verbose=0).save(paths().models / "lstm")
+        shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
         yield SimpleNamespace(home=home, dataset=dataset, data_dir=ml_dir)
 
 

@@ -87,6 +87,15 @@ def test_evaluate_writes_results_and_prints_the_table(ml_dir, model_dir, tmp_pat
     assert [(e["system"], e["protocol"]) for e in document["results"]] == [("lstm", "full"), ("lstm", "sampled-20"), ("mostpop", "full"), ("mostpop", "sampled-20")]
     assert document["results"][0]["options"]["lstm"]["item_dim"] == TINY.item_dim
     assert out.startswith("| system | protocol |") and str(out_file) in out
+    code, table, _ = run(capsys, "results", str(out_file), "--protocol", "full", "--no-intervals")
+    rows = table.strip().splitlines()[2:]
+    assert code == 0 and [row.split(" | ")[:2] for row in rows] == [["| lstm", "full"], ["| mostpop", "full"]] and "[" not in table
+
+
+def test_results_without_files_says_how_to_make_them(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run(capsys, "results")
+    assert code == 2 and "dualrec evaluate --out results/" in err
 
 
 def test_evaluate_refuses_an_lstm_trained_on_another_split(ml_dir, model_dir, tmp_path, capsys):

@@ -9,7 +9,7 @@ used). The screenshot is left in artifacts/e2e-recommend.png.
 from __future__ import annotations
 
 import os
-import socket
+import shutil
 import subprocess
 import sys
 import time
@@ -18,32 +18,14 @@ from pathlib import Path
 
 import pytest
 
-from dualrec.config import LSTMConfig
 from dualrec.dataset import load_dataset
+from tests.loopback import CHROMIUM, free_port, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
-CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACT = ROOT / "artifacts" / "e2e-recommend.png"
-BROWSER_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-TINY = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
 WAIT_MS = 300_000  # the embedded model on a busy 2-core machine
 
 pytestmark = pytest.mark.slow
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def wait_healthy(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
@@ -60,12 +42,10 @@ def wait_healthy(url: str, server: subprocess.Popen, seconds: float = 120) -> No
 
 
 @pytest.fixture
-def app_url(ml_dir, tmp_path):
+def app_url(ml_dir, tiny_lstm_dir, tmp_path):
     """The app served from this checkout on a free loopback port, with a tiny LSTM trained on the fixture."""
-    from dualrec.sequential import train_lstm
-
     home = tmp_path / "home"
-    train_lstm(load_dataset(ml_dir), TINY, verbose=0).save(home / "models" / "lstm")
+    shutil.copytree(tiny_lstm_dir, home / "models" / "lstm")
     port = free_port()
     env = os.environ | {"DUALREC_HOME": str(home), "DUALREC_DATA_DIR": str(ml_dir)}
     command = [
@@ -103,7 +83,7 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
     playwright = pytest.importorskip("playwright.sync_api")
     user = int(load_dataset(ml_dir).split_users["test"][1])
     with playwright.sync_playwright() as driver:
-        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=BROWSER_ARGS)
+        browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1500, "height": 3400})
         page.set_default_timeout(WAIT_MS)
         page.goto(app_url)

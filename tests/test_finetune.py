@@ -27,8 +27,9 @@ from dualrec.finetune import (
     one_per_user,
 )
 from dualrec.parsing import parse_answer
+from dualrec.sequential import load_lstm
 from dualrec.pipeline import interpret, prepare_prompt
-from tests.finetune_fixtures import END_OF_TURN, StubLSTM, byte_tokenizer
+from tests.finetune_fixtures import END_OF_TURN, byte_tokenizer
 
 OPTIONS = FinetuneOptions(examples_per_user=3)
 
@@ -39,8 +40,8 @@ def dataset(ml_dir):
 
 
 @pytest.fixture(scope="module")
-def lstm(dataset):
-    return StubLSTM(dataset.catalogue_size)
+def lstm(dataset, tiny_lstm_dir):
+    return load_lstm(tiny_lstm_dir, dataset)
 
 
 @pytest.fixture(scope="module")
@@ -77,15 +78,16 @@ def test_an_example_shows_5_movies_and_the_lstm_pick_and_answers_the_next_5(data
     for example, cut in zip(mine, cut_points(len(sequence), 3)):
         assert list(example.history) == sequence[cut - SHOWN : cut]
         assert list(example.target) == sequence[cut : cut + TARGETS]
-        pick_item = (dataset.item_of([example.history[-1]])[0] + 1) % dataset.catalogue_size  # the stub's rule
-        assert example.lstm_pick == dataset.catalogue[pick_item]
+        window = dataset.item_of(sequence[max(0, cut - lstm.window) : cut])  # everything before the cut, up to 30
+        assert example.lstm_pick == dataset.catalogue[lstm.top_k(window, k=1).items[0]]  # the same pick, asked alone
         assert example.prompt == prepare_prompt(dataset, example.history, example.lstm_pick, OPTIONS.template, TARGETS).text
 
 
-def test_the_lstm_is_asked_once_for_all_examples(dataset):
-    lstm = StubLSTM(dataset.catalogue_size)
+def test_the_lstm_is_asked_once_for_all_examples(dataset, lstm, monkeypatch):
+    calls = []
+    monkeypatch.setattr(lstm, "top1", lambda histories, top1=lstm.top1: calls.append(histories) or top1(histories))
     examples = build_examples(dataset, example_users(dataset, "train"), lstm, OPTIONS)
-    assert len(lstm.calls) == 1 and lstm.calls[0].shape == (len(examples), lstm.window)
+    assert len(calls) == 1 and calls[0].shape == (len(examples), lstm.window)
 
 
 def test_the_answer_round_trips_through_the_parser_to_the_same_movies(dataset, train_examples):

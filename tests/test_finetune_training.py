@@ -6,9 +6,7 @@ import dataclasses
 import json
 import os
 import signal
-import sys
 import threading
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -22,7 +20,8 @@ from dualrec.dataset import load_dataset
 from dualrec.finetune import FinetuneOptions
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
 from dualrec.llm.transformers_backend import TransformersBackend
-from tests.finetune_fixtures import StubLSTM, tiny_llama
+from dualrec.sequential import load_lstm
+from tests.finetune_fixtures import tiny_llama
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)
 PROMPT = "Below is a user's movie watching history:\n- Toy Story (1995) (Animation, Children's, Comedy)\nRecommend 1 movie."
@@ -34,8 +33,8 @@ def dataset(ml_dir):
 
 
 @pytest.fixture(scope="module")
-def lstm(dataset):
-    return StubLSTM(dataset.catalogue_size)
+def lstm(dataset, tiny_lstm_dir):
+    return load_lstm(tiny_lstm_dir, dataset)
 
 
 @pytest.fixture(scope="module")
@@ -164,12 +163,12 @@ def test_four_bit_on_a_cpu_is_the_clear_error(dataset, lstm, tmp_path):
         train_adapter(dataset, lstm, FinetuneOptions(four_bit=True), tmp_path / "x")
 
 
-def test_the_command_trains_and_dumps(ml_dir, tiny, lstm, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(sys.modules, "dualrec.sequential", SimpleNamespace(load_lstm=lambda folder, dataset: lstm))
-    assert main(["finetune", "--data-dir", str(ml_dir), "--base", tiny, "--dump-examples", "2", "--max-length", "2048"]) == 0
+def test_the_command_trains_and_dumps(ml_dir, tiny, tiny_lstm_dir, tmp_path, capsys):
+    data = ["--data-dir", str(ml_dir), "--lstm-dir", str(tiny_lstm_dir)]
+    assert main(["finetune", *data, "--base", tiny, "--dump-examples", "2", "--max-length", "2048"]) == 0
     assert capsys.readouterr().out.count("--- loss on the tokens below ---") == 2
     out = tmp_path / "cli-lora"
-    argv = ["finetune", "--data-dir", str(ml_dir), "--base", tiny, "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-examples", "2", "--eval-steps", "2", "--max-length", "2048"]
+    argv = ["finetune", *data, "--base", tiny, "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-examples", "2", "--eval-steps", "2", "--max-length", "2048"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Completed after 2 steps" in printed and f"--model {tiny}+{out}" in printed

@@ -24,7 +24,8 @@ from dualrec.llm import (
     load_backend,
 )
 from dualrec.llm.openai_backend import OpenAIBackend
-from tests.llm_fixtures import LOOPBACK, fake_openai, free_port
+from tests.llm_fixtures import fake_openai
+from tests.loopback import LOOPBACK, free_port
 
 SECRET = "sk-test-DO-NOT-LEAK-1234567890"
 GREEDY = GenerationSettings(max_new_tokens=24, greedy=True, seed=1)

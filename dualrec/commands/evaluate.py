@@ -14,7 +14,7 @@ from dualrec.commands.llm import add_freeform_options, freeform_entry
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
 from dualrec.dataset import Dataset, load_dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation import evaluate, markdown_table, write_results
+from dualrec.evaluation import evaluate, markdown_table, read_results, write_results
 from dualrec.freeform import FREEFORM, shared_backends
 
 
@@ -31,6 +31,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
     parser.set_defaults(handler=run)
+    table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
+    table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
+    table.add_argument("--protocol", help="only rows of this protocol (full, sampled-20, freeform)")
+    table.add_argument("--no-intervals", action="store_true", help="values only, without the bootstrap intervals")
+    table.set_defaults(handler=show_results)
 
 
 def names(text: str, allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
@@ -50,6 +55,14 @@ def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path
     finally:
         for backend in backends.values():
             backend.close()
+
+
+def show_results(args: argparse.Namespace) -> None:
+    files = args.files or sorted(str(path) for path in Path("results").glob("*.json"))
+    if not files:
+        raise DualrecError("No results files given and none in ./results: make one with `dualrec evaluate --out results/NAME.json`.")
+    entries = [entry for file in files for entry in read_results(file)["results"] if args.protocol in (None, entry["protocol"])]
+    print(markdown_table(entries, intervals=not args.no_intervals))
 
 
 def run(args: argparse.Namespace) -> None:
