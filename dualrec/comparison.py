@@ -7,7 +7,9 @@ exact prompt replays that recording at its recorded pace instead, without loadin
 Models are shared by every browser session (loading one per session would not fit in memory), so each loaded model
 sits in a `SharedModel`: the backend's own lock is the queue (one generation at a time per model, in arrival order),
 and `SharedModel.active` lets a column say that it is waiting for another session's answer. Two columns of one
-session that name the same model get separate replicas, so both stream at once.
+session that name the same model get separate replicas, so both stream at once. A base model beside its own LoRA
+adapter ('P' and 'P+A'), when both would run on transformers, is the adapter model's base view: one copy of the
+weights, the two answers one after the other (a GGUF base runs on llama.cpp instead, a second small copy).
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dualrec.dataset import Dataset
-from dualrec.llm import GenerationSettings, LLMBackend
+from dualrec.llm import ADAPTER_SEPARATOR, GenerationSettings, LLMBackend, LLMError, resolve_preset
+from dualrec.llm.presets import engine_for
 from dualrec.pipeline import Stage2Prompt, Stage2Result, interpret
 from dualrec.recordings import Recording, RecordingStore, record, recording_key, replay
 from dualrec.streaming import LiveAnswer, ParallelStreams
@@ -78,6 +81,18 @@ def find_recording(store: RecordingStore, spec: str, prompt: str, settings: Gene
     return (same_seed or matches or [None])[-1]
 
 
+def adapter_partner(spec: str, specs: Sequence[str]) -> str | None:
+    """The 'spec+ADAPTER' among `specs` whose base view can serve the base model `spec` (both on transformers), or None."""
+    if ADAPTER_SEPARATOR in spec:
+        return None
+    try:
+        if engine_for(resolve_preset(spec)) != "transformers":
+            return None
+    except LLMError:
+        return None
+    return next((other for other in specs if other.startswith(spec + ADAPTER_SEPARATOR)), None)
+
+
 def plan_columns(
     specs: Sequence[str],
     prompt: str,
@@ -93,7 +108,10 @@ def plan_columns(
         column.recording = find_recording(store, spec, prompt, column.settings) if presenting else None
         if column.recording is None:
             try:
-                column.model = load(spec, list(specs[:index]).count(spec))  # replica: same model twice, two copies
+                if partner := adapter_partner(spec, specs):
+                    column.model = SharedModel(load(partner, 0).backend.base())
+                else:
+                    column.model = load(spec, list(specs[:index]).count(spec))  # replica: same model twice, two copies
             except Exception as error:  # noqa: BLE001  (any failure to load is its column's message, never a traceback)
                 column.error = f"{spec} could not be loaded: {error}"
         columns.append(column)

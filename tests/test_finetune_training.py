@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import os
 import signal
@@ -15,11 +16,13 @@ import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec import adapters
 from dualrec.adapters import ADAPTER_CONFIG, CHECKPOINTS, METADATA_FILE, AdapterBackend, adapter_dir, train_adapter
 from dualrec.cli import main
+from dualrec.comparison import SharedModel, adapter_partner, plan_columns
 from dualrec.config import paths
 from dualrec.dataset import load_dataset
 from dualrec.finetune import FinetuneOptions
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
 from dualrec.llm.transformers_backend import TransformersBackend
+from dualrec.recordings import RecordingStore
 from dualrec.sequential import load_lstm
 from tests.finetune_fixtures import tiny_llama
 
@@ -208,3 +211,15 @@ def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm
     assert backend.base().generate(PROMPT, GREEDY) == plain.generate(PROMPT, GREEDY)
     merged = TransformersBackend(backend.model.merge_and_unload(), backend.tokenizer, name="merged")
     assert merged.generate(PROMPT, GREEDY) == answer
+
+
+def test_the_app_serves_a_base_beside_its_adapter_from_one_copy_of_the_weights(trained, tiny, tmp_path):
+    adapter = f"{tiny}+{trained[0]}"
+    loaded = functools.cache(lambda spec, replica: SharedModel(load_backend(spec)))  # as app_state.shared_model
+    columns = plan_columns([tiny, adapter], PROMPT, GREEDY, loaded, RecordingStore(tmp_path), presenting=False)
+    assert loaded.cache_info().currsize == 1  # only the adapter model was loaded
+    base, tuned = (column.model.backend for column in columns)
+    assert base.model is tuned.model and not base.adapter and tuned.adapter
+    alone = load_backend(tiny)
+    assert base.generate(PROMPT, GREEDY) == alone.generate(PROMPT, GREEDY)  # the base view answers as the base does
+    assert adapter_partner(DEFAULT_PRESET, [DEFAULT_PRESET, f"{DEFAULT_PRESET}+x"]) is None  # a GGUF base runs on llama.cpp
