@@ -1,19 +1,22 @@
 """The app on this machine: cold start until the Recommend page is interactive, the LSTM's pick for one user once
 warm, and both columns of the embedded model side by side (time to first token and total time).
 
-    python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--runs 50] [--tokens 64] [--repeats 2] [--no-browser]
+    python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--models A,B] [--runs 50] [--tokens 64] [--repeats 2] [--no-browser]
 
 Cold start: `streamlit run app.py` on a free loopback port, timed from the server's launch until headless Chromium
 shows the Recommend page with its Generate button and the script run has finished (Debian chromium + playwright;
 --no-browser times AppTest's first run instead). Latency: the trained LSTM (--lstm-dir, else DUALREC_HOME's
-models/lstm, which the app reads too), else an untrained one of the same shape (speed does not depend on the weights). Generation: the app's own path
-(dualrec.comparison) with two copies of `smollm2-135m`, the poster prompt of a test user.
+models/lstm, which the app reads too), else an untrained one of the same shape (speed does not depend on the weights).
+Generation: the app's own path (dualrec.comparison) with the app's default columns (`smollm2-135m` and its LoRA
+adapter when the models folder has one, else two copies of it) or --models, the poster prompt of a test user.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,11 +29,11 @@ from bench_stage1 import untrained
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dualrec.app_data import lstm_ranking  # noqa: E402
+from dualrec.app_data import default_models, lstm_ranking, model_choices  # noqa: E402
 from dualrec.comparison import SharedModel, plan_columns, start_comparison  # noqa: E402
-from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig  # noqa: E402
+from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig, paths  # noqa: E402
 from dualrec.dataset import Dataset, load_dataset  # noqa: E402
-from dualrec.llm import DEFAULT_PRESET, GenerationSettings, load_backend  # noqa: E402
+from dualrec.llm import GenerationSettings, load_backend  # noqa: E402
 from dualrec.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history  # noqa: E402
 from dualrec.recordings import RecordingStore  # noqa: E402
 from tests.loopback import CHROMIUM, free_port, launch_chromium  # noqa: E402
@@ -106,11 +109,12 @@ def lstm_latency(dataset: Dataset, runs: int) -> dict[str, float]:
     return figures
 
 
-def two_columns(dataset: Dataset, tokens: int, repeats: int) -> list[dict[str, float]]:
-    """Per repeat and column: time to first token, tokens/s and total seconds of the embedded model, both at once."""
+def two_columns(dataset: Dataset, specs: list[str], tokens: int, repeats: int) -> list[dict[str, float]]:
+    """Per repeat and column: time to first token, tokens/s and total seconds of the columns' models, both at once."""
     started = time.perf_counter()
-    models = {replica: SharedModel(load_backend(DEFAULT_PRESET)) for replica in (0, 1)}
-    print(f"  loading two copies of {DEFAULT_PRESET}: {time.perf_counter() - started:.2f} s")
+    load = functools.cache(lambda spec, replica: SharedModel(load_backend(spec)))  # as the app's st.cache_resource
+    plan_columns(specs, "", GenerationSettings(), load, RecordingStore(Path(tempfile.mkdtemp())), presenting=False)
+    print(f"  loading {' and '.join(specs)}: {time.perf_counter() - started:.2f} s")
     lstm, note = load_trained_lstm(dataset)
     history = user_history(dataset, int(dataset.split_users["test"][0]))
     prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), note=note)
@@ -119,9 +123,7 @@ def two_columns(dataset: Dataset, tokens: int, repeats: int) -> list[dict[str, f
         store = RecordingStore(Path(folder))
         for repeat in range(repeats):
             settings = GenerationSettings(max_new_tokens=tokens, seed=repeat)
-            columns = plan_columns(
-                [DEFAULT_PRESET] * 2, prompt.text, settings, lambda spec, replica: models[replica], store, presenting=False
-            )
+            columns = plan_columns(specs, prompt.text, settings, load, store, presenting=False)
             comparison = start_comparison(prompt, columns, store)
             comparison.streams.wait()
             for label, answer in comparison.answers.items():
@@ -139,10 +141,14 @@ def two_columns(dataset: Dataset, tokens: int, repeats: int) -> list[dict[str, f
 
 
 def use_lstm(folder: Path) -> None:
-    """Point DUALREC_HOME (this process and the server it starts) at a temporary home whose models/lstm is `folder`."""
+    """Point DUALREC_HOME (this process and the server it starts) at a temporary home whose models/lstm is `folder`
+    (and whose models/adapters are a copy of the current home's)."""
+    adapters = paths().models / "adapters"
     home = Path(tempfile.mkdtemp(prefix="bench-app-"))
     (home / "models").mkdir()
     (home / "models" / "lstm").symlink_to(folder.resolve())
+    if adapters.is_dir():
+        shutil.copytree(adapters, home / "models" / "adapters")  # the app's search does not follow links
     os.environ[ENV_HOME] = str(home)
 
 
@@ -154,6 +160,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="side-by-side generations (default %(default)s)")
     parser.add_argument("--no-browser", action="store_true", help="time AppTest's first run instead of a browser")
     parser.add_argument("--lstm-dir", help="a trained LSTM folder for the app and the timings (default: DUALREC_HOME's)")
+    parser.add_argument("--models", help="the two columns' models, comma-separated (default: the app's default columns)")
     args = parser.parse_args()
     if args.lstm_dir:
         use_lstm(Path(args.lstm_dir))
@@ -169,8 +176,9 @@ def main() -> None:
     for name, value in lstm_latency(dataset, args.runs).items():
         print(f"  {name}: {value:.1f}")
 
-    print(f"both columns, {DEFAULT_PRESET}, {args.tokens} new tokens at most")
-    for row in two_columns(dataset, args.tokens, args.repeats):
+    specs = args.models.split(",") if args.models else list(default_models(model_choices(paths().models)))
+    print(f"both columns ({', '.join(specs)}), {args.tokens} new tokens at most")
+    for row in two_columns(dataset, specs, args.tokens, args.repeats):
         rate = f"{row['tokens/s']:.1f}" if row["tokens/s"] else "-"
         print(
             f"  run {row['repeat']} column {row['column']}: first token {row['first token s']:.2f} s, {row['tokens']} tokens at {rate} tokens/s, total {row['total s']:.2f} s"

@@ -270,7 +270,10 @@ def model_description(spec: str) -> str:
         text = f"an OpenAI-compatible endpoint ({ENV_BASE_URL}, {ENV_MODEL}, {ENV_API_KEY}) or a local model ({ENV_MODEL})"
     else:
         text = preset.description if preset else f"{base} (a local model)"
-    return f"{text}, with the LoRA adapter {adapter}" if adapter else text
+    if not adapter:
+        return text
+    engine = "transformers, the GGUF weights dequantized" if preset and preset.gguf_file else "transformers"
+    return f"{text}, with the LoRA adapter {adapter} (run by {engine})"
 
 
 # ---- the dataset's figures -----------------------------------------------------------------------------------------
