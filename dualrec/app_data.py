@@ -20,7 +20,7 @@ from dualrec.commands.data import describe_user
 from dualrec.config import GENRES, DataConfig
 from dualrec.dataset import Dataset, choose_catalogue
 from dualrec.errors import DualrecError
-from dualrec.evaluation import POSTER_RESULTS, read_results, table_rows
+from dualrec.evaluation import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
 from dualrec.llm import DEFAULT_PRESET, PRESETS
 from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 from dualrec.pipeline import Stage2Result, user_history
@@ -364,6 +364,19 @@ def metric_frame(entries: list[dict], metric: str) -> pd.DataFrame:
 
 def poster_table() -> pd.DataFrame:
     return pd.DataFrame(POSTER_RESULTS)
+
+
+def poster_baselines_without_results(entries: list[dict]) -> tuple[list[str], list[str]]:
+    """The poster's baselines that have no row of ours: (those `dualrec evaluate` can run, those not implemented yet)."""
+    from dualrec.baselines import system_names
+
+    def key(name: str) -> str:
+        return name.lower().replace("-", "").replace(" ", "")
+
+    ours = {key(entry["system"]) for entry in entries}
+    missing = [row["system"] for row in POSTER_RESULTS if row["protocol"] == POSTER_BASELINE_PROTOCOL and key(row["system"]) not in ours]
+    implemented = {key(name) for name in system_names()}
+    return [name for name in missing if key(name) in implemented], [name for name in missing if key(name) not in implemented]
 
 
 def answer_files(entries: list[dict], folders: Sequence[Path]) -> list[tuple[str, Path]]:
