@@ -60,6 +60,22 @@ def tiny_lstm_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 
 @pytest.fixture(scope="session")
+def dataset(ml_dir: Path):
+    """The generated folder's Dataset, shared by the session (tests must not change it; a module may define its own)."""
+    from dualrec.dataset import load_dataset
+
+    return load_dataset(ml_dir)
+
+
+@pytest.fixture(scope="session")
+def lstm(dataset, tiny_lstm_dir: Path):
+    """The tiny LSTM, loaded on the shared Dataset."""
+    from dualrec.sequential import load_lstm
+
+    return load_lstm(tiny_lstm_dir, dataset)
+
+
+@pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     if not REAL_DATA.is_dir():
         pytest.skip(f"{REAL_DATA} is not here")

@@ -9,7 +9,6 @@ import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.commands import finetune as finetune_command
-from dualrec.dataset import load_dataset
 from dualrec.errors import DualrecError
 from dualrec.finetune import (
     IGNORE,
@@ -27,21 +26,10 @@ from dualrec.finetune import (
     one_per_user,
 )
 from dualrec.parsing import parse_answer
-from dualrec.sequential import load_lstm
 from dualrec.pipeline import interpret, prepare_prompt
 from tests.finetune_fixtures import END_OF_TURN, byte_tokenizer
 
 OPTIONS = FinetuneOptions(examples_per_user=3)
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
-
-
-@pytest.fixture(scope="module")
-def lstm(dataset, tiny_lstm_dir):
-    return load_lstm(tiny_lstm_dir, dataset)
 
 
 @pytest.fixture(scope="module")

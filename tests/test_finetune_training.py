@@ -18,26 +18,14 @@ from dualrec.adapters import ADAPTER_CONFIG, CHECKPOINTS, METADATA_FILE, Adapter
 from dualrec.cli import main
 from dualrec.comparison import SharedModel, adapter_partner, plan_columns
 from dualrec.config import paths
-from dualrec.dataset import load_dataset
 from dualrec.finetune import FinetuneOptions
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
 from dualrec.llm.transformers_backend import TransformersBackend
 from dualrec.recordings import RecordingStore
-from dualrec.sequential import load_lstm
 from tests.finetune_fixtures import tiny_llama
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)
 PROMPT = "Below is a user's movie watching history:\n- Toy Story (1995) (Animation, Children's, Comedy)\nRecommend 1 movie."
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
-
-
-@pytest.fixture(scope="module")
-def lstm(dataset, tiny_lstm_dir):
-    return load_lstm(tiny_lstm_dir, dataset)
 
 
 @pytest.fixture(scope="module")
