@@ -9,18 +9,12 @@ import numpy as np
 import pytest
 
 from dualrec import app_data, figures
-from dualrec.dataset import load_dataset
 from dualrec.errors import DualrecError, UnknownUserError
 from dualrec.evaluation import POSTER_RESULTS, result_entry, results_document, write_results
 from dualrec.genres import overlap_table
 from dualrec.matching import Match
 from dualrec.pipeline import Stage2Result, prepare_prompt
 from dualrec.streaming import LiveAnswer
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
 
 
 def result_for(dataset, history, titles):

@@ -23,7 +23,7 @@ from dualrec.baselines.recbole_models import (  # noqa: E402
     import_recbole,
     recbole_recommender,
 )
-from dualrec.dataset import PAD_ITEM, load_dataset  # noqa: E402
+from dualrec.dataset import PAD_ITEM  # noqa: E402
 from dualrec.errors import DualrecError  # noqa: E402
 
 TINY = {"embedding_size": 16, "hidden_size": 16, "inner_size": 32, "train_batch_size": 512}
@@ -37,11 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
 
 
 class Fitted(dict):

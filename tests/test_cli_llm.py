@@ -3,16 +3,8 @@
 import io
 import json
 
-import pytest
-
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.cli import main
-from dualrec.dataset import load_dataset
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

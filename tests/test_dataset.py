@@ -8,11 +8,6 @@ from dualrec.errors import UnknownUserError
 from dualrec.features import catalogue_features
 
 
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
-
-
 def ratings_frame(rows):
     return pd.DataFrame(rows, columns=["user_id", "movie_id", "rating", "timestamp"])
 

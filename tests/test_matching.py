@@ -2,7 +2,6 @@
 
 import pytest
 
-from dualrec.dataset import load_dataset
 from dualrec.errors import UnknownTitleError
 from dualrec.matching import (
     PREFIX,
@@ -24,11 +23,6 @@ from tests.answers import evaluate, load_answers
 @pytest.fixture(scope="module")
 def index(ml_dir) -> TitleIndex:
     return TitleIndex(read_movies(ml_dir / "movies.dat"))
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
 
 
 def movie_of(index: TitleIndex, title: str, year: int | None = None) -> str | None:

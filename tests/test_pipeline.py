@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
-from dualrec.dataset import PAD_ITEM, load_dataset
+from dualrec.dataset import PAD_ITEM
 from dualrec.errors import UnknownUserError
 from dualrec.llm import DEFAULT_PRESET, GenerationSettings, LLMBackend, Message, load_backend
 from dualrec.pipeline import interpret, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir)
 
 
 class ScriptedBackend(LLMBackend):
