@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from dualrec.dataset import Dataset
-from dualrec.llm import ADAPTER_SEPARATOR, GenerationSettings, LLMBackend, LLMError, resolve_preset
+from dualrec.llm import GenerationSettings, LLMBackend, LLMError, adapter_on, resolve_preset
 from dualrec.llm.presets import engine_for
 from dualrec.pipeline import Stage2Prompt, Stage2Result, interpret
 from dualrec.recordings import Recording, RecordingStore, record, recording_key, replay
@@ -83,14 +83,12 @@ def find_recording(store: RecordingStore, spec: str, prompt: str, settings: Gene
 
 def adapter_partner(spec: str, specs: Sequence[str]) -> str | None:
     """The 'spec+ADAPTER' among `specs` whose base view can serve the base model `spec` (both on transformers), or None."""
-    if ADAPTER_SEPARATOR in spec:
-        return None
+    adapter = adapter_on(spec, specs)
     try:
-        if engine_for(resolve_preset(spec)) != "transformers":
-            return None
+        on_transformers = adapter is not None and engine_for(resolve_preset(spec)) == "transformers"
     except LLMError:
         return None
-    return next((other for other in specs if other.startswith(spec + ADAPTER_SEPARATOR)), None)
+    return adapter if on_transformers else None
 
 
 def plan_columns(

@@ -71,9 +71,9 @@ class FinetuneOptions:
         return dataclasses.asdict(self)
 
 
-# quick: a CPU run of smollm2-135m, about 37 minutes on an idle 2-core machine (README); full: one epoch, for a GPU.
+# quick: a CPU run of smollm2-135m, 28 minutes on an idle 2-core machine (README); full: one epoch, for a GPU.
 PROFILES = {
-    "quick": FinetuneOptions(max_steps=120, grad_accum=1, learning_rate=1e-3, examples_per_user=1, val_examples=32, eval_steps=40, save_steps=20),
+    "quick": FinetuneOptions(max_steps=90, grad_accum=1, learning_rate=1e-3, examples_per_user=1, val_examples=32, eval_steps=30, save_steps=20),
     "full": FinetuneOptions(),
 }
 

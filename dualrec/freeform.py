@@ -23,7 +23,7 @@ from dualrec.dataset import PAD_ITEM, Dataset, Windows
 from dualrec.errors import DualrecError
 from dualrec.evaluation import LIST_LENGTH, ranks_of_lists, result_entry, watched_before
 from dualrec.features import genre_matrix
-from dualrec.llm import ADAPTER_SEPARATOR, EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, load_backend
+from dualrec.llm import EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, adapter_on, load_backend
 from dualrec.pipeline import Stage2Result, interpret, load_trained_lstm, prepare_prompt, run_stage2
 
 FREEFORM = "freeform"
@@ -135,14 +135,14 @@ def shared_backends(models: list[str]) -> dict[str, LLMBackend]:
     """One loaded model for a base and its adapter both in `models` ('P' and 'P+A'): the adapter's backend and its
     base view (adapter switched off), so the two answer on the same weights with the same engine."""
     backends: dict[str, LLMBackend] = {}
-    for spec in models:
-        base = spec.partition(ADAPTER_SEPARATOR)[0]
-        if ADAPTER_SEPARATOR in spec and base in models and base not in backends:
+    for base in models:
+        adapter = adapter_on(base, models)
+        if adapter and adapter not in backends:
             try:
-                backends[spec] = load_backend(spec)
+                backends[adapter] = load_backend(adapter)
             except LLMError as error:
-                raise DualrecError(f"{spec}: {error}") from None
-            backends[base] = backends[spec].base()
+                raise DualrecError(f"{adapter}: {error}") from None
+            backends[base] = backends[adapter].base()
     return backends
 
 

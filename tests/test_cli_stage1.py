@@ -107,3 +107,17 @@ def test_evaluate_refuses_an_lstm_trained_on_another_split(ml_dir, model_dir, tm
 def test_evaluate_rejects_unknown_names(ml_dir, capsys, argv, message):
     code, _, err = run(capsys, "evaluate", *argv, "--data-dir", str(ml_dir))
     assert code == 2 and message in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["evaluate", "--baseline-minutes", "-5"], "above 0 minutes, not -5"),
+        (["evaluate", "--baseline-minutes", "0"], "above 0 minutes, not 0"),
+        (["train", "lstm", "--max-minutes", "ten"], "'ten' is not a number of minutes"),
+    ],
+)
+def test_time_budgets_must_be_positive_numbers(capsys, argv, message):
+    with pytest.raises(SystemExit) as stopped:
+        main(argv)
+    assert stopped.value.code == 2 and message in capsys.readouterr().err

@@ -17,6 +17,7 @@ from dualrec import adapters
 from dualrec.adapters import ADAPTER_CONFIG, CHECKPOINTS, METADATA_FILE, AdapterBackend, adapter_dir, train_adapter
 from dualrec.cli import main
 from dualrec.comparison import SharedModel, adapter_partner, plan_columns
+from dualrec.freeform import shared_backends
 from dualrec.config import paths
 from dualrec.finetune import FinetuneOptions
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
@@ -212,3 +213,10 @@ def test_the_app_serves_a_base_beside_its_adapter_from_one_copy_of_the_weights(t
     alone = load_backend(tiny)
     assert base.generate(PROMPT, GREEDY) == alone.generate(PROMPT, GREEDY)  # the base view answers as the base does
     assert adapter_partner(DEFAULT_PRESET, [DEFAULT_PRESET, f"{DEFAULT_PRESET}+x"]) is None  # a GGUF base runs on llama.cpp
+
+
+def test_the_evaluation_answers_a_base_and_its_adapter_from_one_model(trained, tiny):
+    adapter = f"{tiny}+{trained[0]}"
+    backends = shared_backends([tiny, adapter, "deepseek-v3"])  # a model without its adapter beside it loads on its own
+    assert set(backends) == {tiny, adapter}
+    assert backends[tiny].model is backends[adapter].model and not backends[tiny].adapter and backends[adapter].adapter

@@ -20,7 +20,7 @@ from dualrec.llm import (
     split_reasoning,
     to_messages,
 )
-from dualrec.llm.presets import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, engine_for
+from dualrec.llm.presets import ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, adapter_on, engine_for
 
 
 def test_messages_put_the_optional_system_message_first() -> None:
@@ -140,3 +140,11 @@ def test_a_missing_model_file_is_a_load_error(tmp_path, engine: str) -> None:
 def test_a_missing_local_folder_is_a_load_error(tmp_path) -> None:
     with pytest.raises(ModelLoadError, match="not found"):
         load_backend("custom", model=str(tmp_path / "no-such-model"))
+
+
+def test_a_base_finds_its_own_adapter_among_model_specs() -> None:
+    specs = ["mistral-7b-instruct+adapters/m", "smollm2-135m", "smollm2-135m+adapters/a", "smollm2-135m+adapters/b"]
+    assert adapter_on("smollm2-135m", specs) == "smollm2-135m+adapters/a"  # the first one
+    assert adapter_on("mistral-7b-instruct", specs) == "mistral-7b-instruct+adapters/m"
+    assert adapter_on("smollm2-135m+adapters/a", specs) is None  # an adapter has no adapter of its own
+    assert adapter_on("smollm2", specs) is None  # a prefix of a base name is not that base

@@ -25,6 +25,17 @@ def data_config(args: argparse.Namespace) -> DataConfig:
     return DataConfig(split_seed=args.split_seed, split_mode=args.split_mode, max_windows_per_user=args.windows_per_user)
 
 
+def positive_minutes(text: str) -> float:
+    """An argparse type: a time budget in minutes, a number above zero."""
+    try:
+        minutes = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of minutes") from None
+    if not minutes > 0:
+        raise argparse.ArgumentTypeError(f"the budget must be above 0 minutes, not {text}")
+    return minutes
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

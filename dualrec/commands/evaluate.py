@@ -9,7 +9,7 @@ from functools import partial
 from pathlib import Path
 
 from dualrec.baselines import load_system, system_names
-from dualrec.commands.common import add_data_options, data_config
+from dualrec.commands.common import add_data_options, data_config, positive_minutes
 from dualrec.commands.llm import add_freeform_options, freeform_entry
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
 from dualrec.dataset import Dataset, load_dataset
@@ -26,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--split", choices=("test", "val"), default="test", help="whose cases (default %(default)s)")
     parser.add_argument("--out", help="results JSON (default: <DUALREC_HOME>/results/evaluate-<time>.json)")
     parser.add_argument("--lstm-dir", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
-    parser.add_argument("--baseline-minutes", type=float, help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)")
+    parser.add_argument("--baseline-minutes", type=positive_minutes, help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)")
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)

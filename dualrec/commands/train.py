@@ -6,7 +6,7 @@ import argparse
 import dataclasses
 import sys
 
-from dualrec.commands.common import add_data_options, data_config
+from dualrec.commands.common import add_data_options, data_config, positive_minutes
 from dualrec.config import LSTM_MONITORS, LSTM_PROFILES, LSTM_VARIANTS, LSTMConfig
 from dualrec.dataset import load_dataset
 
@@ -22,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     lstm.add_argument("--seed", type=int, help=f"random seed (default {LSTMConfig.seed})")
     lstm.add_argument("--variant", choices=LSTM_VARIANTS, help="poster (default) or the public code's (genres through Dense 64, extra Dense 256)")
     lstm.add_argument("--monitor", choices=LSTM_MONITORS, help="early-stopping quantity (default val_loss)")
-    lstm.add_argument("--max-minutes", type=float, help="time budget: no epoch starts that would end past it")
+    lstm.add_argument("--max-minutes", type=positive_minutes, help="time budget: no epoch starts that would end past it")
     lstm.set_defaults(handler=run_lstm)
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -205,6 +206,13 @@ def build_backend(preset: Preset, *, api_key: str | None = None) -> LLMBackend:
     from dualrec.llm.transformers_backend import load_transformers
 
     return load_transformers(source, name=preset.name, settings=preset.settings, load_in_4bit=preset.load_in_4bit)
+
+
+def adapter_on(base: str, specs: Sequence[str]) -> str | None:
+    """The first 'BASE+ADAPTER' among `specs` for the model spec `base` (itself without an adapter), or None."""
+    if ADAPTER_SEPARATOR in base:
+        return None
+    return next((spec for spec in specs if spec.startswith(base + ADAPTER_SEPARATOR)), None)
 
 
 def load_backend(name_or_path: str = DEFAULT_PRESET, *, api_key: str | None = None, **overrides) -> LLMBackend:
