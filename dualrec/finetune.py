@@ -43,6 +43,11 @@ class TopOne(Protocol):
     def top1(self, histories: np.ndarray) -> np.ndarray: ...
 
 
+def option_flag(field_name: str) -> str:
+    """The `dualrec finetune` option that sets a FinetuneOptions field."""
+    return {"learning_rate": "--lr", "max_steps": "--steps"}.get(field_name, "--" + field_name.replace("_", "-"))
+
+
 @dataclass(frozen=True)
 class FinetuneOptions:
     """LoRA (the poster's defaults), the training loop and the examples; `four_bit` None: on CUDA yes, on a CPU no."""
@@ -66,6 +71,19 @@ class FinetuneOptions:
     template: str = DEFAULT_TEMPLATE  # the freeform evaluation's
     four_bit: bool | None = None
     lstm_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        counts = ("r", "batch_size", "grad_accum", "max_length", "examples_per_user", "val_examples", "eval_steps", "save_steps")
+        wrong = [f"{option_flag(name)} {getattr(self, name)} (at least 1)" for name in counts if getattr(self, name) < 1]
+        if self.max_steps is not None and self.max_steps < 1:
+            wrong.append(f"{option_flag('max_steps')} {self.max_steps} (at least 1)")
+        wrong += [f"{option_flag(name)} {getattr(self, name)} (above 0)" for name in ("alpha", "learning_rate", "epochs") if not getattr(self, name) > 0]
+        if not 0 <= self.dropout < 1:
+            wrong.append(f"--dropout {self.dropout} (from 0 to below 1)")
+        if not self.target_modules:
+            wrong.append("--target-modules empty (name at least one layer)")
+        if wrong:
+            raise DualrecError(f"Invalid fine-tuning options: {'; '.join(wrong)}.")
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)

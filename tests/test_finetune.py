@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 import numpy as np
 import pytest
@@ -142,6 +143,22 @@ def test_command_line_options_override_the_profile():
     defaults = finetune_command.finetune_options(parser.parse_args(["finetune"]))
     assert defaults == PROFILES["quick"] and (defaults.r, defaults.alpha, defaults.dropout) == (8, 16, 0.05)
 
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--steps", "0"], "--steps 0 (at least 1)"),
+        (["--lr", "-1", "--batch-size", "0"], "--batch-size 0 (at least 1); --lr -1.0 (above 0)"),
+        (["--dropout", "1"], "--dropout 1.0 (from 0 to below 1)"),
+        (["--target-modules", " , "], "--target-modules empty"),
+    ],
+)
+def test_impossible_options_are_refused_before_any_work(argv, message):
+    parser = argparse.ArgumentParser()
+    finetune_command.register(parser.add_subparsers())
+    with pytest.raises(DualrecError, match="Invalid fine-tuning options: " + re.escape(message)):
+        finetune_command.finetune_options(parser.parse_args(["finetune", *argv]))
 
 def test_the_quick_profile_uses_the_poster_lora_and_fits_the_examples():
     quick = PROFILES["quick"]
