@@ -21,7 +21,7 @@ from dualrec.config import GENRES, DataConfig
 from dualrec.dataset import Dataset, choose_catalogue
 from dualrec.errors import DualrecError
 from dualrec.evaluation import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
-from dualrec.llm import DEFAULT_PRESET, PRESETS
+from dualrec.llm import DEFAULT_PRESET, PRESETS, adapter_on
 from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
 from dualrec.pipeline import Stage2Result, user_history
 from dualrec.streaming import LiveAnswer
@@ -249,8 +249,7 @@ def model_choices(models_dir: Path) -> list[str]:
 
 def default_models(choices: Sequence[str]) -> tuple[str, str]:
     """Column A: the embedded base model; column B: its LoRA adapter when one exists, else the same base model."""
-    adapters = [spec for spec in choices if spec.startswith(f"{DEFAULT_PRESET}+")]
-    return DEFAULT_PRESET, adapters[0] if adapters else DEFAULT_PRESET
+    return DEFAULT_PRESET, adapter_on(DEFAULT_PRESET, choices) or DEFAULT_PRESET
 
 
 def finetune_hint(models_dir: Path) -> str:
@@ -366,17 +365,27 @@ def poster_table() -> pd.DataFrame:
     return pd.DataFrame(POSTER_RESULTS)
 
 
+def system_key(name: str) -> str:
+    """A system's name as the poster and `dualrec evaluate` both spell it: 'GRU4Rec' and 'gru4rec' are one key."""
+    return name.lower().replace("-", "").replace(" ", "")
+
+
 def poster_baselines_without_results(entries: list[dict]) -> tuple[list[str], list[str]]:
     """The poster's baselines that have no row of ours: (those `dualrec evaluate` can run, those not implemented yet)."""
     from dualrec.baselines import system_names
 
-    def key(name: str) -> str:
-        return name.lower().replace("-", "").replace(" ", "")
+    ours = {system_key(entry["system"]) for entry in entries}
+    missing = [row["system"] for row in POSTER_RESULTS if row["protocol"] == POSTER_BASELINE_PROTOCOL and system_key(row["system"]) not in ours]
+    implemented = {system_key(name) for name in system_names()}
+    return [name for name in missing if system_key(name) in implemented], [name for name in missing if system_key(name) not in implemented]
 
-    ours = {key(entry["system"]) for entry in entries}
-    missing = [row["system"] for row in POSTER_RESULTS if row["protocol"] == POSTER_BASELINE_PROTOCOL and key(row["system"]) not in ours]
-    implemented = {key(name) for name in system_names()}
-    return [name for name in missing if key(name) in implemented], [name for name in missing if key(name) not in implemented]
+
+def evaluate_command(poster_names: list[str]) -> str:
+    """The `dualrec evaluate` command that scores these of the poster's baselines."""
+    from dualrec.baselines import system_names
+
+    by_key = {system_key(name): name for name in system_names()}
+    return f"dualrec evaluate --systems {','.join(by_key[system_key(name)] for name in poster_names)}"
 
 
 def answer_files(entries: list[dict], folders: Sequence[Path]) -> list[tuple[str, Path]]:

@@ -79,9 +79,9 @@ class FinetuneOptions:
             wrong.append(f"{option_flag('max_steps')} {self.max_steps} (at least 1)")
         wrong += [f"{option_flag(name)} {getattr(self, name)} (above 0)" for name in ("alpha", "learning_rate", "epochs") if not getattr(self, name) > 0]
         if not 0 <= self.dropout < 1:
-            wrong.append(f"--dropout {self.dropout} (from 0 to below 1)")
+            wrong.append(f"{option_flag('dropout')} {self.dropout} (from 0 to below 1)")
         if not self.target_modules:
-            wrong.append("--target-modules empty (name at least one layer)")
+            wrong.append(f"{option_flag('target_modules')} empty (name at least one layer)")
         if wrong:
             raise DualrecError(f"Invalid fine-tuning options: {'; '.join(wrong)}.")
 

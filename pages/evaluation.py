@@ -5,7 +5,16 @@ from __future__ import annotations
 import streamlit as st
 
 from dualrec import app_state
-from dualrec.app_data import EVAL_COMMANDS, answer_files, load_results, metric_frame, our_table, poster_baselines_without_results, poster_table
+from dualrec.app_data import (
+    EVAL_COMMANDS,
+    answer_files,
+    evaluate_command,
+    load_results,
+    metric_frame,
+    our_table,
+    poster_baselines_without_results,
+    poster_table,
+)
 from dualrec.config import EVAL_KS
 from dualrec.evaluation import POSTER_CAVEAT, POSTER_METRICS
 from dualrec.figures import metric_figure
@@ -48,7 +57,7 @@ with ours:
         no_results(folders)
     runnable, not_yet = poster_baselines_without_results(results.entries)
     if runnable:
-        st.caption(f"No results file yet for {', '.join(runnable)}: `dualrec evaluate --systems {','.join(n.lower() for n in runnable)}`.")
+        st.caption(f"No results file yet for {', '.join(runnable)}: `{evaluate_command(runnable)}`.")
     if not_yet:
         st.caption(f"Not yet implemented here (in the poster's table): {', '.join(not_yet)}.")
 with theirs:
