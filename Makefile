@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BASELINES := $(VENV)/.baselines
 
-.PHONY: run test test-fast setup clean-venv
+.PHONY: run test test-fast lint setup clean-venv
 
 # The main job: the Streamlit app (http://127.0.0.1:8501).
 run: $(STAMP)
@@ -15,6 +15,11 @@ run: $(STAMP)
 # ../shared/data/ml-1m-full-order exists.
 test: $(STAMP) $(BASELINES)
 	$(BIN)/python -m pytest --run-slow --run-realdata
+
+# Formatting and lint (ruff, settings in pyproject.toml): `.venv/bin/ruff format .` fixes the formatting.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 
 # Fast tests only (what to run while editing).
 test-fast: $(STAMP)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from dualrec import app_state
-from dualrec.app_data import default_models, finetune_hint, model_description
+from dualrec.app import state as app_state
+from dualrec.app.tables import default_models, finetune_hint, model_description
 from dualrec.config import paths
 from dualrec.errors import DualrecError
 
@@ -73,18 +73,15 @@ with st.sidebar:
 
 page = st.navigation(
     [
-        st.Page("pages/recommend.py", title="Recommend", icon="🎯", default=True),
-        st.Page("pages/evaluation.py", title="Evaluation", icon="📊"),
-        st.Page("pages/data.py", title="Data", icon="🗂️"),
-        st.Page("pages/method.py", title="Method", icon="🧭"),
+        st.Page("app_pages/recommend.py", title="Recommend", icon="🎯", default=True),
+        st.Page("app_pages/evaluation.py", title="Evaluation", icon="📊"),
+        st.Page("app_pages/data.py", title="Data", icon="🗂️"),
+        st.Page("app_pages/method.py", title="Method", icon="🧭"),
     ]
 )
-st.session_state[app_state.IN_APP] = True
 try:
     page.run()
 except DualrecError as error:
     st.error(str(error))
 except Exception as error:  # noqa: BLE001  (an unexpected failure is a message on stage, never a traceback)
     st.error(f"Something went wrong on this page ({type(error).__name__}: {error}). The other pages still work.")
-finally:
-    st.session_state[app_state.IN_APP] = False

@@ -1,13 +1,14 @@
 """The app on this machine: cold start until the Recommend page is interactive, the LSTM's pick for one user once
 warm, and both columns of the embedded model side by side (time to first token and total time).
 
-    python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--models A,B] [--runs 50] [--tokens 64] [--repeats 2] [--no-browser]
+    python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--models A,B]
+        [--runs 50] [--tokens 64] [--repeats 2] [--no-browser]
 
 Cold start: `streamlit run app.py` on a free loopback port, timed from the server's launch until headless Chromium
 shows the Recommend page with its Generate button and the script run has finished (Debian chromium + playwright;
 --no-browser times AppTest's first run instead). Latency: the trained LSTM (--lstm-dir, else DUALREC_HOME's
 models/lstm, which the app reads too), else an untrained one of the same shape (speed does not depend on the weights).
-Generation: the app's own path (dualrec.comparison) with the app's default columns (`smollm2-135m` and its LoRA
+Generation: the app's own path (dualrec.app.comparison) with the app's default columns (`smollm2-135m` and its LoRA
 adapter when the models folder has one, else two copies of it) or --models, the poster prompt of a test user.
 """
 
@@ -29,13 +30,13 @@ from bench_stage1 import untrained
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dualrec.app_data import default_models, lstm_ranking, model_choices  # noqa: E402
-from dualrec.comparison import SharedModel, plan_columns, start_comparison  # noqa: E402
+from dualrec.app.comparison import SharedModel, plan_columns, start_comparison  # noqa: E402
+from dualrec.app.recordings import RecordingStore  # noqa: E402
+from dualrec.app.tables import default_models, lstm_ranking, model_choices  # noqa: E402
 from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig, paths  # noqa: E402
-from dualrec.dataset import Dataset, load_dataset  # noqa: E402
+from dualrec.data.dataset import Dataset, load_dataset  # noqa: E402
+from dualrec.grounding.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history  # noqa: E402
 from dualrec.llm import GenerationSettings, load_backend  # noqa: E402
-from dualrec.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history  # noqa: E402
-from dualrec.recordings import RecordingStore  # noqa: E402
 from tests.loopback import CHROMIUM, free_port, launch_chromium  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "data" / "ml-1m-full-order"
@@ -181,7 +182,8 @@ def main() -> None:
     for row in two_columns(dataset, specs, args.tokens, args.repeats):
         rate = f"{row['tokens/s']:.1f}" if row["tokens/s"] else "-"
         print(
-            f"  run {row['repeat']} column {row['column']}: first token {row['first token s']:.2f} s, {row['tokens']} tokens at {rate} tokens/s, total {row['total s']:.2f} s"
+            f"  run {row['repeat']} column {row['column']}: first token {row['first token s']:.2f} s, {row['tokens']} "
+            f"tokens at {rate} tokens/s, total {row['total s']:.2f} s"
         )
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import torch
 
-from dualrec.adapters import train_adapter
-from dualrec.dataset import load_dataset
-from dualrec.finetune import PROFILES
-from dualrec.sequential import load_lstm
+from dualrec.data.dataset import load_dataset
+from dualrec.finetune.examples import PROFILES
+from dualrec.finetune.training import train_adapter
+from dualrec.ranking.lstm import load_lstm
 
 
 def main() -> None:
@@ -37,8 +37,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     dataset = load_dataset(args.data_dir)
     options = dataclasses.replace(
-        PROFILES["quick"], base=args.base, max_steps=args.steps, batch_size=args.batch_size, max_length=args.max_length,
-        val_examples=1, eval_steps=args.steps, save_steps=args.steps,
+        PROFILES["quick"],
+        base=args.base,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        max_length=args.max_length,
+        val_examples=1,
+        eval_steps=args.steps,
+        save_steps=args.steps,
     )
     with tempfile.TemporaryDirectory() as folder:
         metadata = train_adapter(dataset, load_lstm(args.lstm_dir, dataset), options, Path(folder) / "bench")

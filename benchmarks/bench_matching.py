@@ -18,9 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from dualrec.dataset import load_dataset  # noqa: E402
-from dualrec.matching import TitleIndex, match_all  # noqa: E402
-from dualrec.parsing import parse_answer  # noqa: E402
+from dualrec.data.dataset import load_dataset  # noqa: E402
+from dualrec.grounding.matching import TitleIndex, match_all  # noqa: E402
+from dualrec.grounding.parsing import parse_answer  # noqa: E402
 from tests.answers import evaluate, load_answers  # noqa: E402
 
 REAL_DATA = ROOT.parent / "shared" / "data" / "ml-1m-full-order"
@@ -51,7 +51,7 @@ def main() -> None:
     movies = dataset.movies
     with_year = list(zip(movies["title"], movies["year"].astype(int)))
     for label, titles in (("with year", with_year), ("no year", [(title, None) for title, _ in with_year])):
-        seconds = best_seconds(lambda: [index.match(title, year) for title, year in titles], args.repeat)
+        seconds = best_seconds(lambda titles=titles: [index.match(title, year) for title, year in titles], args.repeat)
         print(f"titles     | {label:9s}: {len(titles) / seconds:8.0f} titles/s ({seconds / len(titles) * 1e6:.0f} µs each)")
 
     answers = load_answers()

@@ -2,7 +2,7 @@
 
 No hub is needed: the model is built from its published configuration with random weights (speed and memory do not
 depend on the values), saved to a temporary folder, loaded through the project's own 4-bit path
-(`dualrec.adapters.trainable_model`: NF4, double quantization, prepare_model_for_kbit_training, LoRA) and trained
+(`dualrec.finetune.training.trainable_model`: NF4, double quantization, prepare_model_for_kbit_training, LoRA) and trained
 with the project's Trainer settings (`training_arguments`) on token batches of the full profile's shape
 (--batch-size x --grad-accum examples of --max-length tokens, the loss on the last --answer-tokens of each).
 
@@ -25,16 +25,49 @@ from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualrec.adapters import trainable_model, training_arguments  # noqa: E402
-from dualrec.finetune import IGNORE, PROFILES  # noqa: E402
+from dualrec.finetune.examples import IGNORE, PROFILES  # noqa: E402
+from dualrec.finetune.training import trainable_model, training_arguments  # noqa: E402
 from dualrec.llm import resolve_preset  # noqa: E402
 from tests.finetune_fixtures import byte_tokenizer  # noqa: E402
 
 # The published configurations (config.json on the hub) of the presets' models.
 SHAPES = {
-    "mistral-7b-instruct": ("mistral", dict(vocab_size=32768, hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32, num_key_value_heads=8, rope_theta=1e6)),
-    "deepseek-r1-distill-qwen-1.5b": ("qwen2", dict(vocab_size=151936, hidden_size=1536, intermediate_size=8960, num_hidden_layers=28, num_attention_heads=12, num_key_value_heads=2, tie_word_embeddings=False)),
-    "smollm2-135m": ("llama", dict(vocab_size=49152, hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3, tie_word_embeddings=True)),
+    "mistral-7b-instruct": (
+        "mistral",
+        dict(
+            vocab_size=32768,
+            hidden_size=4096,
+            intermediate_size=14336,
+            num_hidden_layers=32,
+            num_attention_heads=32,
+            num_key_value_heads=8,
+            rope_theta=1e6,
+        ),
+    ),
+    "deepseek-r1-distill-qwen-1.5b": (
+        "qwen2",
+        dict(
+            vocab_size=151936,
+            hidden_size=1536,
+            intermediate_size=8960,
+            num_hidden_layers=28,
+            num_attention_heads=12,
+            num_key_value_heads=2,
+            tie_word_embeddings=False,
+        ),
+    ),
+    "smollm2-135m": (
+        "llama",
+        dict(
+            vocab_size=49152,
+            hidden_size=576,
+            intermediate_size=1536,
+            num_hidden_layers=30,
+            num_attention_heads=9,
+            num_key_value_heads=3,
+            tie_word_embeddings=True,
+        ),
+    ),
 }
 
 
@@ -74,7 +107,9 @@ def token_batches(count: int, length: int, answer: int, vocab: int, seed: int) -
     examples = []
     for _ in range(count):
         ids = torch.randint(0, vocab, (length,), generator=generator).tolist()
-        examples.append({"input_ids": ids, "attention_mask": [1] * length, "labels": [IGNORE] * (length - answer) + ids[-answer:]})
+        examples.append(
+            {"input_ids": ids, "attention_mask": [1] * length, "labels": [IGNORE] * (length - answer) + ids[-answer:]}
+        )
     return examples
 
 
@@ -84,15 +119,37 @@ def run(args: argparse.Namespace) -> dict:
     parameters = save_random_model(args.shape, folder)
     built = time.perf_counter() - started
     profile = PROFILES["full"]
-    options = dataclasses.replace(profile, base=str(folder), four_bit=True, max_steps=args.steps, batch_size=args.batch_size, grad_accum=args.grad_accum, max_length=args.max_length, eval_steps=10**6, save_steps=10**6)
+    options = dataclasses.replace(
+        profile,
+        base=str(folder),
+        four_bit=True,
+        max_steps=args.steps,
+        batch_size=args.batch_size,
+        grad_accum=args.grad_accum,
+        max_length=args.max_length,
+        eval_steps=10**6,
+        save_steps=10**6,
+    )
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     model, _ = trainable_model(resolve_preset(str(folder)), options)
     loaded = time.perf_counter() - started
     weights = torch.cuda.memory_allocated() / 2**30
-    examples = token_batches(args.steps * args.batch_size * args.grad_accum, args.max_length, args.answer_tokens, SHAPES[args.shape][1]["vocab_size"], 0)
+    examples = token_batches(
+        args.steps * args.batch_size * args.grad_accum,
+        args.max_length,
+        args.answer_tokens,
+        SHAPES[args.shape][1]["vocab_size"],
+        0,
+    )
     clock = StepClock()
-    trainer = Trainer(model=model, args=training_arguments(options, folder / "checkpoints"), train_dataset=examples, eval_dataset=examples[:1], callbacks=[clock])
+    trainer = Trainer(
+        model=model,
+        args=training_arguments(options, folder / "checkpoints"),
+        train_dataset=examples,
+        eval_dataset=examples[:1],
+        callbacks=[clock],
+    )
     trainer.train()
     steady = clock.seconds[1:] or clock.seconds  # the first step includes kernel compilation and warm-up
     per_step = statistics.median(steady)

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
-from dualrec.baselines import load_system
 from dualrec.config import LSTMConfig
-from dualrec.dataset import Dataset, load_dataset
-from dualrec.evaluation import evaluate_system
-from dualrec.features import catalogue_features
-from dualrec.sequential import LSTMRecommender, WindowBatches, build_model, compile_model, load_lstm
+from dualrec.data.dataset import Dataset, load_dataset
+from dualrec.data.features import catalogue_features
+from dualrec.evaluation.harness import evaluate_system
+from dualrec.ranking.lstm import LSTMRecommender, WindowBatches, build_model, compile_model, load_lstm
+from dualrec.ranking.registry import load_system
 
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m-full-order"
 
@@ -57,15 +57,23 @@ def latency(lstm: LSTMRecommender, dataset: Dataset, runs: int) -> tuple[float, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=str(REAL_DATA) if REAL_DATA.is_dir() else None, help="MovieLens 1M folder (default: %(default)s)")
+    parser.add_argument(
+        "--data-dir", default=str(REAL_DATA) if REAL_DATA.is_dir() else None, help="MovieLens 1M folder (default: %(default)s)"
+    )
     parser.add_argument("--model", help="trained LSTM folder for latency and evaluation (default: an untrained one)")
     parser.add_argument("--train-windows", type=int, default=2048)
     parser.add_argument("--runs", type=int, default=200)
     args = parser.parse_args()
     config = LSTMConfig()
     dataset = load_dataset(args.data_dir)
-    print(f"data: {dataset.fingerprint[:8]}, {len(dataset.windows['train']):,} training windows, {len(dataset.cases['test'])} test cases")
-    print(f"training: {training_speed(dataset, args.train_windows, config):.0f} samples/s (batch {config.batch_size}, {args.train_windows} windows)")
+    print(
+        f"data: {dataset.fingerprint[:8]}, {len(dataset.windows['train']):,} training windows, {len(dataset.cases['test'])} "
+        f"test cases"
+    )
+    print(
+        f"training: {training_speed(dataset, args.train_windows, config):.0f} samples/s (batch {config.batch_size}, "
+        f"{args.train_windows} windows)"
+    )
     lstm = load_lstm(args.model, dataset) if args.model else untrained(dataset, config)
     p50, p95 = latency(lstm, dataset, args.runs)
     print(f"top-1 latency, one history, warm: p50 {p50:.1f} ms, p95 {p95:.1f} ms ({args.runs} runs)")

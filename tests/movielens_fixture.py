@@ -14,7 +14,23 @@ import numpy as np
 
 from dualrec.config import GENRES
 
-WORDS = ["Night", "River", "Star", "Dream", "City", "Ghost", "Summer", "Love", "War", "Island", "King", "Secret", "Blue", "Heart", "Storm"]
+WORDS = [
+    "Night",
+    "River",
+    "Star",
+    "Dream",
+    "City",
+    "Ghost",
+    "Summer",
+    "Love",
+    "War",
+    "Island",
+    "King",
+    "Secret",
+    "Blue",
+    "Heart",
+    "Storm",
+]
 SPECIAL_TITLES = [
     ("Bug's Life, A", 1998, "Animation|Children's|Comedy"),
     ("Emperor and the Assassin, The (Jing ke ci qin wang)", 1999, "Drama"),
@@ -49,7 +65,10 @@ def movie_lines(spec: FixtureSpec, rng: np.random.Generator) -> list[str]:
 
 def user_lines(spec: FixtureSpec, rng: np.random.Generator) -> list[str]:
     ages = [1, 18, 25, 35, 45, 50, 56]
-    return [f"{u}::{rng.choice(['F', 'M'])}::{rng.choice(ages)}::{rng.integers(0, 21)}::{rng.integers(10000, 99999)}" for u in range(1, spec.users + 1)]
+    return [
+        f"{u}::{rng.choice(['F', 'M'])}::{rng.choice(ages)}::{rng.integers(0, 21)}::{rng.integers(10000, 99999)}"
+        for u in range(1, spec.users + 1)
+    ]
 
 
 def user_ratings(user_id: int, spec: FixtureSpec, rng: np.random.Generator) -> list[tuple[int, int, int, int]]:

@@ -1,4 +1,4 @@
-"""Side-by-side generation (dualrec.comparison): live columns off the caller's thread, recordings, replays,
+"""Side-by-side generation (dualrec.app.comparison): live columns off the caller's thread, recordings, replays,
 load errors per column, and two sessions sharing one model through its lock."""
 
 from __future__ import annotations
@@ -9,11 +9,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from dualrec.comparison import SharedModel, plan_columns, start_comparison
-from dualrec.dataset import load_dataset
+from dualrec.app.comparison import SharedModel, plan_columns, start_comparison
+from dualrec.app.recordings import RecordingStore
+from dualrec.data.dataset import load_dataset
+from dualrec.grounding.pipeline import prepare_prompt
 from dualrec.llm import GenerationSettings, LLMBackend, Message, UnknownPresetError
-from dualrec.pipeline import prepare_prompt
-from dualrec.recordings import RecordingStore
 
 SETTINGS = GenerationSettings(max_new_tokens=16, seed=3)
 

@@ -1,4 +1,4 @@
-"""The app's tables and records (dualrec.app_data) and figures (dualrec.figures), without Streamlit."""
+"""The app's tables and records (dualrec.app.tables) and figures (dualrec.app.figures), without Streamlit."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dualrec import app_data, figures
+from dualrec.app import figures
+from dualrec.app import tables as app_data
+from dualrec.app.streaming import LiveAnswer
+from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError, UnknownUserError
-from dualrec.evaluation import POSTER_RESULTS, result_entry, results_document, write_results
-from dualrec.genres import overlap_table
-from dualrec.matching import Match
-from dualrec.pipeline import Stage2Result, prepare_prompt
-from dualrec.streaming import LiveAnswer
+from dualrec.evaluation.harness import POSTER_RESULTS, result_entry, results_document, write_results
+from dualrec.grounding.matching import Match
+from dualrec.grounding.pipeline import Stage2Result, prepare_prompt
 
 
 def result_for(dataset, history, titles):
@@ -132,7 +133,10 @@ def test_adapters_are_offered_beside_the_presets(tmp_path):
     choices = app_data.model_choices(tmp_path)
     assert choices[-2:] == ["qwen2.5-1.5b-instruct+adapters/other", "smollm2-135m+adapters/smollm2-lora"] and "custom" in choices
     assert app_data.default_models(choices) == ("smollm2-135m", "smollm2-135m+adapters/smollm2-lora")
-    assert "with the LoRA adapter adapters/smollm2-lora (run by transformers, the GGUF weights dequantized)" in app_data.model_description(choices[-1])
+    assert (
+        "with the LoRA adapter adapters/smollm2-lora (run by transformers, the GGUF weights dequantized)"
+        in app_data.model_description(choices[-1])
+    )
 
 
 def test_dataset_figures(dataset):

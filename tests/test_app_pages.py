@@ -13,32 +13,18 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from streamlit.runtime.pages_manager import PagesManager
 from streamlit.testing.v1 import AppTest
 
-from dualrec import app_state
-from dualrec.comparison import SharedModel
+from dualrec.app import state as app_state
+from dualrec.app.comparison import SharedModel
+from dualrec.app.recordings import Recording, RecordingStore
 from dualrec.config import paths
-from dualrec.dataset import load_dataset
-from dualrec.evaluation import result_entry, results_document, write_results
+from dualrec.data.dataset import load_dataset
+from dualrec.evaluation.harness import result_entry, results_document, write_results
 from dualrec.llm import GenerationSettings, LLMBackend, Message
-from dualrec.recordings import Recording, RecordingStore
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300  # the embedded model on a busy 2-core machine
-
-
-@pytest.fixture(autouse=True)
-def server_navigation(monkeypatch):
-    """Make AppTest navigate like a running server: AppTest re-detects the pages/ folder before every run and then
-    runs a page file on its own, while a server stops doing so once app.py has called st.navigation."""
-    detect = PagesManager.__init__
-
-    def init(self, *args, **kwargs):
-        detect(self, *args, **kwargs)
-        PagesManager.uses_pages_directory = False
-
-    monkeypatch.setattr(PagesManager, "__init__", init)
 
 
 @pytest.fixture(scope="module")
@@ -181,7 +167,7 @@ def test_a_missing_data_folder_is_explained_with_a_download_offer(app_env):
     at = run(at)
     assert "not found in /no/such/folder" in texts(at.error)
     assert any(b.label.startswith("Download MovieLens 1M") for b in at.button)
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at = run(at)
     assert "not found in /no/such/folder" in texts(at.error)
 
@@ -233,7 +219,7 @@ def test_recordings_export_and_import_in_the_sidebar(empty_home, tmp_path_factor
 
 def test_evaluation_without_results_shows_the_commands(empty_home):
     at = run()
-    at.switch_page("pages/evaluation.py")
+    at.switch_page("app_pages/evaluation.py")
     at = run(at)
     assert "No results yet" in texts(at.info) and "dualrec evaluate" in at.code[0].value
     assert len(at.dataframe) == 1 and at.dataframe[0].value["system"].iloc[0] == "MostPop"  # the poster's table
@@ -249,20 +235,23 @@ def test_evaluation_shows_our_results_beside_the_posters(app_env, empty_home):
     write_results(results_document([entry], app_env.dataset, "test", 20, 0, 1.0), empty_home / "results" / "run.json")
     (empty_home / "results" / "other.json").write_text(json.dumps({"format": 99}))
     at = run()
-    at.switch_page("pages/evaluation.py")
+    at.switch_page("app_pages/evaluation.py")
     at = run(at)
     ours = at.dataframe[0].value
     assert ours["system"].tolist() == ["lstm"] and ours["protocol"].tolist() == ["full"] and "[" in ours["HR@5"].iloc[0]
     assert "other.json is not a DUALRec results file" in texts(at.warning)
     assert charts(at) == 6
     captions = texts(at.caption)
-    assert "No results file yet for MostPop, SLIM, FPMC, NARM, STAMP: `dualrec evaluate --systems mostpop,slim,fpmc,narm,stamp`" in captions
+    assert (
+        "No results file yet for MostPop, SLIM, FPMC, NARM, STAMP: `dualrec evaluate --systems mostpop,slim,fpmc,narm,stamp`"
+        in captions
+    )
     assert "Not yet implemented here (in the poster's table): GCE-GNN, MCPRN, HIDE, Atten-Mixer, UniSRec, NIR." in captions
 
 
 def test_data_page_shows_the_datasets_figures(app_env):
     at = run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at = run(at)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Users"] == "300" and metrics["Catalogue"] == "1,000"
@@ -272,7 +261,7 @@ def test_data_page_shows_the_datasets_figures(app_env):
 def test_a_page_opened_on_its_own_still_gets_the_sidebar(app_env, monkeypatch):
     monkeypatch.undo()  # AppTest's own navigation: the Data page file runs without app.py (a fresh server's deep link)
     at = run()
-    at.switch_page("pages/data.py")
+    at.switch_page("app_pages/data.py")
     at = run(at)
     assert [t.value for t in at.title] == ["Data", "🎬 DUALRec"] and len(at.metric) == 6
 
@@ -280,7 +269,7 @@ def test_a_page_opened_on_its_own_still_gets_the_sidebar(app_env, monkeypatch):
 def test_method_page_works_without_data(app_env):
     at = run()
     at.text_input(key=app_state.DATA_DIR).set_value("")
-    at.switch_page("pages/method.py")
+    at.switch_page("app_pages/method.py")
     at = run(at)
     assert len(at.image) == 1 and "Based on this, the system (LSTM) recommends: <LSTM top-1 title (year)>." in at.code[0].value
     assert "sampled-20" in texts(at.markdown)

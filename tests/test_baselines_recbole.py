@@ -12,8 +12,10 @@ if importlib.util.find_spec("recbole") is None:
 
 import torch  # noqa: E402
 
-from dualrec.baselines.recbole_data import prefix_windows, write_benchmark  # noqa: E402
-from dualrec.baselines.recbole_models import (  # noqa: E402
+from dualrec.data.dataset import PAD_ITEM  # noqa: E402
+from dualrec.errors import DualrecError  # noqa: E402
+from dualrec.ranking.baselines.recbole_data import prefix_windows, write_benchmark  # noqa: E402
+from dualrec.ranking.baselines.recbole_models import (  # noqa: E402
     BUDGETS,
     DATASET_NAME,
     MODELS,
@@ -23,8 +25,6 @@ from dualrec.baselines.recbole_models import (  # noqa: E402
     import_recbole,
     recbole_recommender,
 )
-from dualrec.dataset import PAD_ITEM  # noqa: E402
-from dualrec.errors import DualrecError  # noqa: E402
 
 TINY = {"embedding_size": 16, "hidden_size": 16, "inner_size": 32, "train_batch_size": 512}
 ONE_EPOCH = TrainingBudget(max_epochs=1, max_minutes=1)
@@ -141,7 +141,9 @@ def test_same_seed_same_scores_and_another_seed_differs(dataset, trained):
     cases = dataset.cases["val"]
     again = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY, use_cache=False)
     again.fit(dataset)
-    np.testing.assert_array_equal(again.score(cases.histories, cases.users), trained["gru4rec"].score(cases.histories, cases.users))
+    np.testing.assert_array_equal(
+        again.score(cases.histories, cases.users), trained["gru4rec"].score(cases.histories, cases.users)
+    )
     other = recbole_recommender("gru4rec", budget=ONE_EPOCH, params=TINY, seed=7, use_cache=False)
     other.fit(dataset)
     assert not np.allclose(other.score(cases.histories, cases.users), trained["gru4rec"].score(cases.histories, cases.users))
@@ -154,14 +156,21 @@ def test_a_trained_model_is_cached_and_reloaded(name, trained, dataset):
     reloaded.fit(dataset)
     assert reloaded.training["loaded_from"] == str(trained[name].cache_file(dataset))
     np.testing.assert_array_equal(reloaded.score(cases.histories, cases.users), trained[name].score(cases.histories, cases.users))
-    assert recbole_recommender(name, budget=ONE_EPOCH, params=TINY, seed=1).cache_file(dataset) != trained[name].cache_file(dataset)
+    assert recbole_recommender(name, budget=ONE_EPOCH, params=TINY, seed=1).cache_file(dataset) != trained[name].cache_file(
+        dataset
+    )
 
 
 def test_budget_and_patience_stop_training(dataset):
     quick = recbole_recommender("fpmc", budget=TrainingBudget(max_epochs=10, max_minutes=0), params=TINY, use_cache=False)
     quick.fit(dataset)
     assert quick.training["epochs"] == 1 and quick.training["stopped_by"] == "budget"
-    patient = recbole_recommender("stamp", budget=TrainingBudget(max_epochs=4, max_minutes=5, patience=1), params=TINY | {"learning_rate": 0.0}, use_cache=False)
+    patient = recbole_recommender(
+        "stamp",
+        budget=TrainingBudget(max_epochs=4, max_minutes=5, patience=1),
+        params=TINY | {"learning_rate": 0.0},
+        use_cache=False,
+    )
     patient.fit(dataset)
     assert patient.training["epochs"] == 2 and patient.training["stopped_by"] == "patience"
 
@@ -185,8 +194,8 @@ def test_unknown_and_untrained_models_fail_clearly():
 
 
 def test_registered_for_the_harness(dataset):
-    from dualrec.baselines import new_system, system_names
-    from dualrec.evaluation import evaluate_system
+    from dualrec.evaluation.harness import evaluate_system
+    from dualrec.ranking.registry import new_system, system_names
 
     assert set(MODELS) <= set(system_names())
     fpmc = new_system("fpmc")
@@ -199,9 +208,13 @@ def test_registered_for_the_harness(dataset):
 
 
 def test_a_budget_in_minutes_from_the_command_line_bounds_training(dataset):
-    from dualrec.baselines import load_system
+    from dualrec.ranking.registry import load_system
 
     stamp = load_system("stamp", dataset, budget_minutes=0)  # one step of the first epoch, then the budget is spent
-    assert stamp.budget == TrainingBudget(max_epochs=BUDGETS["stamp"].max_epochs, max_minutes=0, patience=BUDGETS["stamp"].patience)
+    assert stamp.budget == TrainingBudget(
+        max_epochs=BUDGETS["stamp"].max_epochs, max_minutes=0, patience=BUDGETS["stamp"].patience
+    )
     assert stamp.training["epochs"] == 1 and stamp.training["stopped_by"] == "budget" and stamp.training["device"] == "cpu"
-    assert stamp.device.type == "cpu" and stamp.score(dataset.cases["test"].histories[:3], dataset.cases["test"].users[:3]).shape == (3, dataset.catalogue_size)
+    assert stamp.device.type == "cpu" and stamp.score(
+        dataset.cases["test"].histories[:3], dataset.cases["test"].users[:3]
+    ).shape == (3, dataset.catalogue_size)

@@ -10,7 +10,17 @@ from dualrec.cli import main
 def test_stats_json_has_the_documented_keys(ml_dir, capsys):
     assert main(["data", "stats", "--data-dir", str(ml_dir), "--json"]) == 0
     stats = json.loads(capsys.readouterr().out)
-    keys = {"ratings", "users", "movies", "catalogue_size", "catalogue_ratings", "eligible_users", "split_users", "windows", "test_cases"}
+    keys = {
+        "ratings",
+        "users",
+        "movies",
+        "catalogue_size",
+        "catalogue_ratings",
+        "eligible_users",
+        "split_users",
+        "windows",
+        "test_cases",
+    }
     assert keys <= set(stats)
     assert stats["users"] == 300 and stats["movies"] == 1100 and stats["catalogue_size"] == 1000
     assert sum(stats["split_users"].values()) == stats["eligible_users"]
@@ -36,5 +46,10 @@ def test_missing_data_dir_is_one_clear_line(tmp_path, capsys):
 
 
 def test_python_dash_m_runs_the_same_command(ml_dir):
-    done = subprocess.run([sys.executable, "-m", "dualrec", "data", "stats", "--json", "--data-dir", str(ml_dir)], capture_output=True, text=True, check=True)
+    done = subprocess.run(
+        [sys.executable, "-m", "dualrec", "data", "stats", "--json", "--data-dir", str(ml_dir)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert json.loads(done.stdout)["users"] == 300

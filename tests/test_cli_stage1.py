@@ -8,8 +8,8 @@ import pytest
 
 from dualrec.cli import main
 from dualrec.commands import train
-from dualrec.dataset import load_dataset
-from dualrec.evaluation import read_results
+from dualrec.data.dataset import load_dataset
+from dualrec.evaluation.harness import read_results
 from tests.test_sequential import TINY
 
 # Fewer windows per user keep training fast; every command below reads the data the same way.
@@ -22,7 +22,10 @@ def model_dir(ml_dir, tmp_path_factory):
     folder = tmp_path_factory.mktemp("cli") / "lstm"
     with pytest.MonkeyPatch.context() as patch:
         patch.setitem(train.LSTM_PROFILES, "quick", TINY)
-        assert main(["train", "lstm", "--data-dir", str(ml_dir), *DATA, "--profile", "quick", "--epochs", "2", "--out", str(folder)]) == 0
+        assert (
+            main(["train", "lstm", "--data-dir", str(ml_dir), *DATA, "--profile", "quick", "--epochs", "2", "--out", str(folder)])
+            == 0
+        )
     return folder
 
 
@@ -38,7 +41,9 @@ def test_train_saves_a_loadable_model_with_its_metadata(model_dir):
 
 
 def test_recommend_for_a_user_as_json(ml_dir, model_dir, capsys):
-    code, out, _ = run(capsys, "recommend", "--user", "1", "--k", "5", "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA)
+    code, out, _ = run(
+        capsys, "recommend", "--user", "1", "--k", "5", "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA
+    )
     assert code == 0
     result = json.loads(out)
     assert [r["rank"] for r in result["recommendations"]] == [1, 2, 3, 4, 5]
@@ -48,14 +53,28 @@ def test_recommend_for_a_user_as_json(ml_dir, model_dir, capsys):
 def test_recommend_never_reads_a_test_users_held_out_movie(ml_dir, model_dir, capsys):
     dataset = load_dataset(ml_dir)
     user, target = int(dataset.cases["test"].users[0]), int(dataset.catalogue[dataset.cases["test"].targets[0]])
-    code, out, _ = run(capsys, "recommend", "--user", str(user), "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA)
+    code, out, _ = run(
+        capsys, "recommend", "--user", str(user), "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA
+    )
     history = json.loads(out)["history"]
     assert code == 0 and history[-1] != target and len(history) == 30
     assert history == dataset.catalogue[dataset.cases["test"].histories[0]].tolist()
 
 
 def test_recommend_for_typed_titles(ml_dir, model_dir, capsys):
-    code, out, _ = run(capsys, "recommend", "--history", "Toy Story; The Matrix (1999)", "--k", "3", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA)
+    code, out, _ = run(
+        capsys,
+        "recommend",
+        "--history",
+        "Toy Story; The Matrix (1999)",
+        "--k",
+        "3",
+        "--model",
+        str(model_dir),
+        "--data-dir",
+        str(ml_dir),
+        *DATA,
+    )
     assert code == 0 and out.startswith("LSTM top 3 after 2 movies (last: The Matrix)")
     assert len(out.strip().splitlines()) == 4
 
@@ -81,15 +100,36 @@ def test_recommend_without_a_model_says_how_to_train(ml_dir, tmp_path, capsys):
 
 def test_evaluate_writes_results_and_prints_the_table(ml_dir, model_dir, tmp_path, capsys):
     out_file = tmp_path / "results" / "run.json"
-    code, out, _ = run(capsys, "evaluate", "--systems", "lstm,mostpop", "--lstm-dir", str(model_dir), "--out", str(out_file), "--bootstrap", "50", "--data-dir", str(ml_dir), *DATA)
+    code, out, _ = run(
+        capsys,
+        "evaluate",
+        "--systems",
+        "lstm,mostpop",
+        "--lstm-dir",
+        str(model_dir),
+        "--out",
+        str(out_file),
+        "--bootstrap",
+        "50",
+        "--data-dir",
+        str(ml_dir),
+        *DATA,
+    )
     assert code == 0
     document = read_results(out_file)
-    assert [(e["system"], e["protocol"]) for e in document["results"]] == [("lstm", "full"), ("lstm", "sampled-20"), ("mostpop", "full"), ("mostpop", "sampled-20")]
+    assert [(e["system"], e["protocol"]) for e in document["results"]] == [
+        ("lstm", "full"),
+        ("lstm", "sampled-20"),
+        ("mostpop", "full"),
+        ("mostpop", "sampled-20"),
+    ]
     assert document["results"][0]["options"]["lstm"]["item_dim"] == TINY.item_dim
     assert out.startswith("| system | protocol |") and str(out_file) in out
     code, table, _ = run(capsys, "results", str(out_file), "--protocol", "full", "--no-intervals")
     rows = table.strip().splitlines()[2:]
-    assert code == 0 and [row.split(" | ")[:2] for row in rows] == [["| lstm", "full"], ["| mostpop", "full"]] and "[" not in table
+    assert (
+        code == 0 and [row.split(" | ")[:2] for row in rows] == [["| lstm", "full"], ["| mostpop", "full"]] and "[" not in table
+    )
 
 
 def test_results_without_files_says_how_to_make_them(tmp_path, monkeypatch, capsys):
@@ -99,11 +139,27 @@ def test_results_without_files_says_how_to_make_them(tmp_path, monkeypatch, caps
 
 
 def test_evaluate_refuses_an_lstm_trained_on_another_split(ml_dir, model_dir, tmp_path, capsys):
-    code, _, err = run(capsys, "evaluate", "--systems", "lstm", "--lstm-dir", str(model_dir), "--split-seed", "7", "--out", str(tmp_path / "r.json"), "--data-dir", str(ml_dir), *DATA)
+    code, _, err = run(
+        capsys,
+        "evaluate",
+        "--systems",
+        "lstm",
+        "--lstm-dir",
+        str(model_dir),
+        "--split-seed",
+        "7",
+        "--out",
+        str(tmp_path / "r.json"),
+        "--data-dir",
+        str(ml_dir),
+        *DATA,
+    )
     assert code == 2 and "retrain" in err
 
 
-@pytest.mark.parametrize(("argv", "message"), [(["--systems", "nope"], "Unknown system nope"), (["--protocol", "bogus"], "Unknown protocol bogus")])
+@pytest.mark.parametrize(
+    ("argv", "message"), [(["--systems", "nope"], "Unknown system nope"), (["--protocol", "bogus"], "Unknown protocol bogus")]
+)
 def test_evaluate_rejects_unknown_names(ml_dir, capsys, argv, message):
     code, _, err = run(capsys, "evaluate", *argv, "--data-dir", str(ml_dir))
     assert code == 2 and message in err

@@ -3,9 +3,9 @@ import pandas as pd
 import pytest
 
 from dualrec.config import DataConfig
-from dualrec.dataset import PAD_ITEM, cache_file, choose_catalogue, cut_windows, load_dataset, pad_history, sort_ratings
+from dualrec.data.dataset import PAD_ITEM, cache_file, choose_catalogue, cut_windows, load_dataset, pad_history, sort_ratings
+from dualrec.data.features import catalogue_features
 from dualrec.errors import UnknownUserError
-from dualrec.features import catalogue_features
 
 
 def ratings_frame(rows):

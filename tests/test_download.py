@@ -9,7 +9,7 @@ import zipfile
 import pytest
 
 from dualrec.config import paths
-from dualrec.download import download_movielens, resolve_data_dir
+from dualrec.data.download import download_movielens, resolve_data_dir
 from dualrec.errors import DataError
 
 

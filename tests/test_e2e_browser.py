@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from dualrec.dataset import load_dataset
+from dualrec.data.dataset import load_dataset
 from tests.loopback import CHROMIUM, free_port, launch_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -131,7 +131,8 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
         page.get_by_text("generating…").first.wait_for()
         page.get_by_role("button", name="Stop").click()
         page.wait_for_function(
-            "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')].filter(c => /^stop/.test(c.innerText)).length == 2"
+            "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')].filter(c => "
+            "/^stop/.test(c.innerText)).length == 2"
         )
         assert all(s.startswith("stop") for s in column_statuses(page)), column_statuses(page)
         browser.close()

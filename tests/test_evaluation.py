@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dualrec.baselines import load_system, new_system, system_names
 from dualrec.config import DataConfig
-from dualrec.dataset import Windows, load_dataset
+from dualrec.data.dataset import Windows, load_dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation import (
+from dualrec.evaluation.harness import (
     POSTER_RESULTS,
     evaluate,
     evaluate_system,
@@ -22,6 +21,7 @@ from dualrec.evaluation import (
     watched_before,
     write_results,
 )
+from dualrec.ranking.registry import load_system, new_system, system_names
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import pytest
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.commands import finetune as finetune_command
 from dualrec.errors import DualrecError
-from dualrec.finetune import (
+from dualrec.finetune.examples import (
     IGNORE,
     PROFILES,
     SHOWN,
@@ -26,8 +26,8 @@ from dualrec.finetune import (
     example_users,
     one_per_user,
 )
-from dualrec.parsing import parse_answer
-from dualrec.pipeline import interpret, prepare_prompt
+from dualrec.grounding.parsing import parse_answer
+from dualrec.grounding.pipeline import interpret, prepare_prompt
 from tests.finetune_fixtures import END_OF_TURN, byte_tokenizer
 
 OPTIONS = FinetuneOptions(examples_per_user=3)
@@ -136,13 +136,14 @@ def test_dump_shows_what_the_model_reads_and_what_it_learns(tokenizer, train_exa
 def test_command_line_options_override_the_profile():
     parser = argparse.ArgumentParser()
     finetune_command.register(parser.add_subparsers())
-    args = parser.parse_args(["finetune", "--profile", "quick", "--r", "16", "--target-modules", "q_proj, k_proj,v_proj", "--no-4bit", "--steps", "7"])
+    args = parser.parse_args(
+        ["finetune", "--profile", "quick", "--r", "16", "--target-modules", "q_proj, k_proj,v_proj", "--no-4bit", "--steps", "7"]
+    )
     options = finetune_command.finetune_options(args)
     assert options.r == 16 and options.target_modules == ("q_proj", "k_proj", "v_proj") and options.four_bit is False
     assert options.max_steps == 7 and options.learning_rate == PROFILES["quick"].learning_rate and options.alpha == 16
     defaults = finetune_command.finetune_options(parser.parse_args(["finetune"]))
     assert defaults == PROFILES["quick"] and (defaults.r, defaults.alpha, defaults.dropout) == (8, 16, 0.05)
-
 
 
 @pytest.mark.parametrize(
@@ -159,6 +160,7 @@ def test_impossible_options_are_refused_before_any_work(argv, message):
     finetune_command.register(parser.add_subparsers())
     with pytest.raises(DualrecError, match="Invalid fine-tuning options: " + re.escape(message)):
         finetune_command.finetune_options(parser.parse_args(["finetune", *argv]))
+
 
 def test_the_quick_profile_uses_the_poster_lora_and_fits_the_examples():
     quick = PROFILES["quick"]

@@ -13,10 +13,11 @@ import pytest
 import torch
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
-from dualrec.adapters import ADAPTER_CONFIG, train_adapter
-from dualrec.dataset import load_dataset
-from dualrec.finetune import FinetuneOptions
+from dualrec.data.dataset import load_dataset
+from dualrec.finetune.examples import FinetuneOptions
+from dualrec.finetune.training import train_adapter
 from dualrec.llm import load_backend
+from dualrec.llm.peft_backend import ADAPTER_CONFIG
 from tests.finetune_fixtures import StubLSTM, tiny_llama
 
 bnb = pytest.importorskip("bitsandbytes")
@@ -32,7 +33,7 @@ def four_bit_layers(model: torch.nn.Module) -> int:
 def greedy_ids(backend, adapter: bool) -> list[int]:
     """16 greedily generated token ids (at least 16: a barely trained model may otherwise end at once)."""
     inputs = backend.tokenizer(PROMPT, return_tensors="pt").to("cuda")
-    with torch.inference_mode(), (nullcontext() if adapter else backend.model.disable_adapter()):
+    with torch.inference_mode(), nullcontext() if adapter else backend.model.disable_adapter():
         output = backend.model.generate(**inputs, do_sample=False, min_new_tokens=16, max_new_tokens=16)
     return output[0, inputs["input_ids"].shape[1] :].tolist()
 
@@ -40,10 +41,23 @@ def greedy_ids(backend, adapter: bool) -> list[int]:
 def test_qlora_trains_a_4bit_base_and_the_adapter_reloads_on_a_4bit_base(ml_dir, tmp_path):
     dataset = load_dataset(ml_dir)
     base = str(tiny_llama(tmp_path / "base", hidden_size=256, layers=4))
-    options = FinetuneOptions(base=base, max_steps=12, batch_size=4, grad_accum=2, learning_rate=5e-3, examples_per_user=1, val_examples=8, eval_steps=6, save_steps=6, max_length=2048)
+    options = FinetuneOptions(
+        base=base,
+        max_steps=12,
+        batch_size=4,
+        grad_accum=2,
+        learning_rate=5e-3,
+        examples_per_user=1,
+        val_examples=8,
+        eval_steps=6,
+        save_steps=6,
+        max_length=2048,
+    )
     out = tmp_path / "qlora"
     metadata = train_adapter(dataset, StubLSTM(dataset.catalogue_size), options, out, progress=print)
-    print(json.dumps({key: metadata[key] for key in ("steps", "train_loss", "val_loss", "seconds", "seconds_per_step", "device")}))
+    print(
+        json.dumps({key: metadata[key] for key in ("steps", "train_loss", "val_loss", "seconds", "seconds_per_step", "device")})
+    )
     val_losses = [entry["eval_loss"] for entry in metadata["history"] if "eval_loss" in entry]
     assert metadata["status"] == "completed" and metadata["base"]["four_bit"] is True and metadata["device"] != "cpu"
     assert len(val_losses) == 3 and val_losses[-1] < val_losses[0]  # steps 0, 6, 12: it learns

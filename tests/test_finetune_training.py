@@ -13,16 +13,17 @@ import pytest
 import torch
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
-from dualrec import adapters
-from dualrec.adapters import ADAPTER_CONFIG, CHECKPOINTS, METADATA_FILE, AdapterBackend, adapter_dir, train_adapter
+from dualrec.app.comparison import SharedModel, adapter_partner, plan_columns
+from dualrec.app.recordings import RecordingStore
 from dualrec.cli import main
-from dualrec.comparison import SharedModel, adapter_partner, plan_columns
-from dualrec.freeform import shared_backends
 from dualrec.config import paths
-from dualrec.finetune import FinetuneOptions
+from dualrec.evaluation.freeform import shared_backends
+from dualrec.finetune import training
+from dualrec.finetune.examples import FinetuneOptions
+from dualrec.finetune.training import CHECKPOINTS, train_adapter
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
+from dualrec.llm.peft_backend import ADAPTER_CONFIG, METADATA_FILE, AdapterBackend, adapter_dir
 from dualrec.llm.transformers_backend import TransformersBackend
-from dualrec.recordings import RecordingStore
 from tests.finetune_fixtures import tiny_llama
 
 GREEDY = GenerationSettings(max_new_tokens=12, greedy=True)
@@ -35,7 +36,18 @@ def tiny(tmp_path_factory):
 
 
 def tiny_options(base: str, **changes) -> FinetuneOptions:
-    quick = FinetuneOptions(base=base, max_steps=4, batch_size=2, grad_accum=1, learning_rate=5e-2, examples_per_user=1, val_examples=4, eval_steps=2, save_steps=2, max_length=2048)
+    quick = FinetuneOptions(
+        base=base,
+        max_steps=4,
+        batch_size=2,
+        grad_accum=1,
+        learning_rate=5e-2,
+        examples_per_user=1,
+        val_examples=4,
+        eval_steps=2,
+        save_steps=2,
+        max_length=2048,
+    )
     return dataclasses.replace(quick, **changes)
 
 
@@ -78,7 +90,7 @@ def test_an_existing_adapter_is_not_overwritten(trained, dataset, lstm, tiny):
 
 def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_finishes(dataset, lstm, tiny, tmp_path, monkeypatch):
     steps = []
-    original = adapters.StopOnInterrupt.on_step_end
+    original = training.StopOnInterrupt.on_step_end
 
     def interrupt_at_step_3(self, args, state, control, **kwargs):
         steps.append(state.global_step)
@@ -86,7 +98,7 @@ def test_ctrl_c_stops_after_the_step_with_a_checkpoint_and_resume_finishes(datas
             os.kill(os.getpid(), signal.SIGINT)  # what Ctrl-C sends; handled before the next line runs
         return original(self, args, state, control, **kwargs)
 
-    monkeypatch.setattr(adapters.StopOnInterrupt, "on_step_end", interrupt_at_step_3)
+    monkeypatch.setattr(training.StopOnInterrupt, "on_step_end", interrupt_at_step_3)
     before = signal.getsignal(signal.SIGINT)  # Python's default, or SIG_IGN under a shell's background job
     out = tmp_path / "interrupted"
     first = train_adapter(dataset, lstm, tiny_options(tiny, max_steps=6), out, progress=lambda message: None)
@@ -116,7 +128,9 @@ def test_the_spec_serves_base_and_adapter_from_one_copy_of_the_weights(trained, 
     assert with_base == "".join(plain._stream(messages, GREEDY, threading.Event()))
     with backend.model.disable_adapter():
         assert torch.allclose(logits(backend.model, backend.tokenizer), logits(plain.model, plain.tokenizer), atol=1e-5)
-    assert not torch.allclose(logits(backend.model, backend.tokenizer), logits(plain.model, plain.tokenizer), atol=1e-3)  # trained
+    assert not torch.allclose(
+        logits(backend.model, backend.tokenizer), logits(plain.model, plain.tokenizer), atol=1e-3
+    )  # trained
 
 
 def test_merged_and_unmerged_adapters_generate_the_same(trained, tiny):
@@ -127,13 +141,19 @@ def test_merged_and_unmerged_adapters_generate_the_same(trained, tiny):
 
 def test_a_relative_adapter_folder_lives_under_the_models_folder(tmp_path):
     assert adapter_dir("adapters/mine") == paths().models / "adapters" / "mine"
-    assert adapter_dir(tmp_path / "x") == tmp_path / "x" and adapter_dir("./x").name == "x" and not adapter_dir("./x").is_absolute()
+    assert (
+        adapter_dir(tmp_path / "x") == tmp_path / "x" and adapter_dir("./x").name == "x" and not adapter_dir("./x").is_absolute()
+    )
 
 
 @pytest.mark.parametrize(
     "spec, error, message",
     [
-        ("smollm2-135m+adapters/none-here", ModelLoadError, "no LoRA adapter in .*none-here.*dualrec finetune --base smollm2-135m"),
+        (
+            "smollm2-135m+adapters/none-here",
+            ModelLoadError,
+            "no LoRA adapter in .*none-here.*dualrec finetune --base smollm2-135m",
+        ),
         ("deepseek-v3+adapters/x", LLMError, "API model"),
     ],
 )
@@ -161,7 +181,24 @@ def test_the_command_trains_and_dumps(ml_dir, tiny, tiny_lstm_dir, tmp_path, cap
     assert main(["finetune", *data, "--base", tiny, "--dump-examples", "2", "--max-length", "2048"]) == 0
     assert capsys.readouterr().out.count("--- loss on the tokens below ---") == 2
     out = tmp_path / "cli-lora"
-    argv = ["finetune", *data, "--base", tiny, "--out", str(out), "--steps", "2", "--batch-size", "2", "--val-examples", "2", "--eval-steps", "2", "--max-length", "2048"]
+    argv = [
+        "finetune",
+        *data,
+        "--base",
+        tiny,
+        "--out",
+        str(out),
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--val-examples",
+        "2",
+        "--eval-steps",
+        "2",
+        "--max-length",
+        "2048",
+    ]
     assert main(argv) == 0
     printed = capsys.readouterr().out
     assert "Completed after 2 steps" in printed and f"--model {tiny}+{out}" in printed
@@ -187,7 +224,16 @@ def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm
     the base from the GGUF conversion), generates, and agrees with its merged form; the base view is the base."""
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     out = tmp_path / "smollm2-lora"
-    options = FinetuneOptions(max_steps=8, batch_size=2, grad_accum=1, learning_rate=2e-3, examples_per_user=1, val_examples=2, eval_steps=4, save_steps=4)
+    options = FinetuneOptions(
+        max_steps=8,
+        batch_size=2,
+        grad_accum=1,
+        learning_rate=2e-3,
+        examples_per_user=1,
+        val_examples=2,
+        eval_steps=4,
+        save_steps=4,
+    )
     metadata = train_adapter(dataset, lstm, options, out, progress=lambda message: None)
     val_losses = [entry["eval_loss"] for entry in metadata["history"] if "eval_loss" in entry]
     assert metadata["status"] == "completed" and metadata["steps"] == 8 and len(val_losses) == 3  # steps 0, 4, 8

@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
-from dualrec.dataset import PAD_ITEM
+from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import DualrecError
-from dualrec.evaluation import watched_before
-from dualrec.freeform import FREEFORM, FreeformOptions, evaluate_freeform, sample_cases
+from dualrec.evaluation.freeform import FREEFORM, FreeformOptions, evaluate_freeform, sample_cases
+from dualrec.evaluation.harness import watched_before
+from dualrec.grounding.pipeline import prepare_prompt
+from dualrec.grounding.prompts import format_answer
 from dualrec.llm import GenerationSettings, LLMBackend, Message
-from dualrec.pipeline import prepare_prompt
-from dualrec.prompts import format_answer
 
 
 class OracleBackend(LLMBackend):

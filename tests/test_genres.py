@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 
 from dualrec.config import GENRES
-from dualrec.genres import cosine, genre_profile, intra_list_similarity, jaccard, overlap_table
-from dualrec.movielens import read_movies
+from dualrec.data.genres import cosine, genre_profile, intra_list_similarity, jaccard, overlap_table
+from dualrec.data.movielens import read_movies
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,9 @@
 
 import pytest
 
+from dualrec.data.movielens import read_movies
 from dualrec.errors import UnknownTitleError
-from dualrec.matching import (
+from dualrec.grounding.matching import (
     PREFIX,
     SUBTITLE,
     TitleIndex,
@@ -14,9 +15,8 @@ from dualrec.matching import (
     resolve_titles,
     title_index,
 )
-from dualrec.movielens import read_movies
-from dualrec.parsing import parse_answer
-from dualrec.prompts import format_answer
+from dualrec.grounding.parsing import parse_answer
+from dualrec.grounding.prompts import format_answer
 from tests.answers import evaluate, load_answers
 
 
@@ -45,7 +45,9 @@ def test_keys_cover_moved_articles_alternates_and_subtitles():
     keys = {normalize(form): level for form, level in movie_keys("Star Wars: Episode V - The Empire Strikes Back (1980)")}
     assert keys["empire strikes back"] == keys["star wars the empire strikes back"] == SUBTITLE
     assert keys["star wars"] == PREFIX
-    assert {"postino", "il postino", "the postman", "postman"} <= {normalize(f) for f, _ in movie_keys("Postino, Il (The Postman) (1994)")}
+    assert {"postino", "il postino", "the postman", "postman"} <= {
+        normalize(f) for f, _ in movie_keys("Postino, Il (The Postman) (1994)")
+    }
     assert "enfer" in {normalize(f) for f, _ in movie_keys("Enfer, L' (1994)")}
     assert "hard" not in {normalize(f) for f, _ in movie_keys("Die Hard (1988)")}  # a foreign article only where moved
 
@@ -86,7 +88,13 @@ def test_years_decide_and_are_allowed_one_year_off(index):
 
 
 def test_titles_not_in_movielens_stay_unmatched(index):
-    for title, year in [("The Emperor's New Groove", 2000), ("Lilo & Stitch", 2002), ("Tarzan", 1999), ("Shrek", None), ("Alien", None)]:
+    for title, year in [
+        ("The Emperor's New Groove", 2000),
+        ("Lilo & Stitch", 2002),
+        ("Tarzan", 1999),
+        ("Shrek", None),
+        ("Alien", None),
+    ]:
         match = index.match(title, year)
         assert match.movie_id is None and match.score is None, title
 

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from dualrec.metrics import hit_rate, interval, list_diversity, ndcg, per_case_metrics, summarise
+from dualrec.evaluation.metrics import hit_rate, interval, list_diversity, ndcg, per_case_metrics, summarise
 
 RANKS = np.array([1, 2, 5, 11, np.inf])  # the last target was never ranked (a generative system that missed it)
 

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from dualrec.config import GENRES
+from dualrec.data.movielens import fingerprint_files, read_movielens
 from dualrec.errors import DataError
-from dualrec.movielens import fingerprint_files, read_movielens
 
 
 @pytest.fixture()

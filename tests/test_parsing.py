@@ -2,7 +2,7 @@
 
 import pytest
 
-from dualrec.parsing import ParsedTitle, is_genre_list, looks_like_title, parse_answer
+from dualrec.grounding.parsing import ParsedTitle, is_genre_list, looks_like_title, parse_answer
 from tests.answers import load_answers
 
 ANSWERS = load_answers()

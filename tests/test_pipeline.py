@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
-from dualrec.dataset import PAD_ITEM
+from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import UnknownUserError
+from dualrec.grounding.pipeline import interpret, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
 from dualrec.llm import DEFAULT_PRESET, GenerationSettings, LLMBackend, Message, load_backend
-from dualrec.pipeline import interpret, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
 
 
 class ScriptedBackend(LLMBackend):
@@ -87,7 +87,14 @@ def test_interpret_matches_titles_and_keeps_only_new_movies(dataset):
     assert result.reasoning == "Maybe Alien³?"
     assert [m.movie_id for m in result.titles] == [8, 7, None, 7]
     assert result.recommended == [7] and result.hallucinations == 1
-    assert result.as_dict()["titles"][2] == {"text": "Shrek (2001)", "title": "Shrek", "year": 2001, "movie_id": None, "score": None, "movie": None}
+    assert result.as_dict()["titles"][2] == {
+        "text": "Shrek (2001)",
+        "title": "Shrek",
+        "year": 2001,
+        "movie_id": None,
+        "score": None,
+        "movie": None,
+    }
 
 
 def test_run_stage2_streams_chunks_and_times_the_answer(dataset):
@@ -115,7 +122,7 @@ def test_the_embedded_model_answers_end_to_end(dataset):
 @pytest.mark.slow
 def test_a_trained_lstm_gives_the_pick(dataset, tmp_path):
     from dualrec.config import LSTMConfig
-    from dualrec.sequential import train_lstm
+    from dualrec.ranking.lstm import train_lstm
 
     train_lstm(dataset, LSTMConfig(epochs=1), verbose=0).save(tmp_path / "lstm")
     lstm, note = load_trained_lstm(dataset, tmp_path / "lstm")

@@ -2,11 +2,11 @@
 
 import pytest
 
+from dualrec.data.movielens import read_movies
 from dualrec.errors import DualrecError
-from dualrec.matching import TitleIndex
-from dualrec.movielens import read_movies
-from dualrec.parsing import parse_answer
-from dualrec.prompts import FULL_HISTORY_LIMIT, build_prompt, format_answer
+from dualrec.grounding.matching import TitleIndex
+from dualrec.grounding.parsing import parse_answer
+from dualrec.grounding.prompts import FULL_HISTORY_LIMIT, build_prompt, format_answer
 
 # The poster's example (titles and genres of movies.dat; no ratings).
 POSTER_MOVIES = [
@@ -24,7 +24,7 @@ POSTER_PROMPT = """Below is a user's movie watching history:
 - Mulan (1998) (Animation, Children's)
 - Pocahontas (1995) (Animation, Children's, Musical, Romance)
 Based on this, the system (LSTM) recommends: Mission to Mars (2000).
-Now, as a helpful assistant, recommend 3 more full movie titles with release years and genres that this user would likely enjoy next."""
+Now, as a helpful assistant, recommend 3 more full movie titles with release years and genres that this user would likely enjoy next."""  # noqa: E501
 
 
 @pytest.fixture(scope="module")

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from dualrec.dataset import load_dataset
+from dualrec.data.dataset import load_dataset
 
 pytestmark = pytest.mark.realdata
 

@@ -3,7 +3,7 @@ import time
 
 import pytest
 
-from dualrec.recordings import Recording, RecordingError, RecordingStore, record, replay
+from dualrec.app.recordings import Recording, RecordingError, RecordingStore, record, replay
 
 
 @pytest.fixture()

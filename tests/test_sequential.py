@@ -9,10 +9,18 @@ import numpy as np
 import pytest
 
 from dualrec.config import DataConfig, LSTMConfig
-from dualrec.dataset import load_dataset, pad_history
+from dualrec.data.dataset import load_dataset, pad_history
+from dualrec.data.features import catalogue_features
 from dualrec.errors import DualrecError
-from dualrec.features import catalogue_features
-from dualrec.sequential import MissingModelError, ModelMismatchError, StepFeatures, build_model, history_mask, load_lstm, train_lstm
+from dualrec.ranking.lstm import (
+    MissingModelError,
+    ModelMismatchError,
+    StepFeatures,
+    build_model,
+    history_mask,
+    load_lstm,
+    train_lstm,
+)
 
 # Small enough to train in seconds; the shapes that matter (window, catalogue, features) are the real ones.
 TINY = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=3, batch_size=32, seed=1)

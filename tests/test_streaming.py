@@ -1,8 +1,8 @@
 import threading
 import time
 
+from dualrec.app.streaming import ParallelStreams
 from dualrec.errors import DualrecError
-from dualrec.streaming import ParallelStreams
 
 
 def ticking(words, delay=0.02, stop=None):

@@ -1,4 +1,13 @@
-from dualrec.titles import OOV_TOKEN, PAD_TOKEN, display_title, encode_title, fit_title_vocabulary, fold_text, split_year, title_words
+from dualrec.data.titles import (
+    OOV_TOKEN,
+    PAD_TOKEN,
+    display_title,
+    encode_title,
+    fit_title_vocabulary,
+    fold_text,
+    split_year,
+    title_words,
+)
 
 
 def test_year_is_split_from_the_title():
@@ -9,7 +18,10 @@ def test_year_is_split_from_the_title():
 
 def test_articles_move_back_to_the_front():
     assert display_title("Bug's Life, A (1998)") == "A Bug's Life"
-    assert display_title("Emperor and the Assassin, The (Jing ke ci qin wang) (1999)") == "The Emperor and the Assassin (Jing ke ci qin wang)"
+    assert (
+        display_title("Emperor and the Assassin, The (Jing ke ci qin wang) (1999)")
+        == "The Emperor and the Assassin (Jing ke ci qin wang)"
+    )
     assert display_title("Misérables, Les (1995)") == "Les Misérables"
     assert display_title("Enfer, L' (1994)") == "L'Enfer"
     assert display_title("Postino, Il (The Postman) (1994)") == "Il Postino (The Postman)"
@@ -17,8 +29,13 @@ def test_articles_move_back_to_the_front():
 
 
 def test_titles_without_a_moved_article_stay_as_they_are():
-    assert display_title("Star Wars: Episode V - The Empire Strikes Back (1980)") == "Star Wars: Episode V - The Empire Strikes Back"
-    assert display_title("Crouching Tiger, Hidden Dragon (Wu hu zang long) (2000)") == "Crouching Tiger, Hidden Dragon (Wu hu zang long)"
+    assert (
+        display_title("Star Wars: Episode V - The Empire Strikes Back (1980)") == "Star Wars: Episode V - The Empire Strikes Back"
+    )
+    assert (
+        display_title("Crouching Tiger, Hidden Dragon (Wu hu zang long) (2000)")
+        == "Crouching Tiger, Hidden Dragon (Wu hu zang long)"
+    )
     assert display_title("Sense and Sensibility (1995)") == "Sense and Sensibility"
 
 

@@ -16,8 +16,18 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("data")
     group.add_argument("--data-dir", help="MovieLens 1M folder (default: $DUALREC_DATA_DIR, else downloaded once)")
     group.add_argument("--split-seed", type=int, default=defaults.split_seed, help="seed of the user split (default %(default)s)")
-    group.add_argument("--split-mode", choices=SPLIT_MODES, default=defaults.split_mode, help="split users (default) or, as the poster did, windows")
-    group.add_argument("--windows-per-user", type=int, default=defaults.max_windows_per_user, help="most recent windows kept per user (default %(default)s)")
+    group.add_argument(
+        "--split-mode",
+        choices=SPLIT_MODES,
+        default=defaults.split_mode,
+        help="split users (default) or, as the poster did, windows",
+    )
+    group.add_argument(
+        "--windows-per-user",
+        type=int,
+        default=defaults.max_windows_per_user,
+        help="most recent windows kept per user (default %(default)s)",
+    )
     group.add_argument("--no-cache", action="store_true", help="rebuild the dataset instead of reading the cached build")
 
 

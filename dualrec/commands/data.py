@@ -6,8 +6,7 @@ import argparse
 import time
 
 from dualrec.commands.common import add_data_options, data_config, print_json
-from dualrec.config import AGE_GROUPS, GENDERS, OCCUPATIONS
-from dualrec.dataset import Dataset, load_dataset
+from dualrec.data.dataset import Dataset, describe_user, load_dataset
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,20 +36,6 @@ def run_stats(args: argparse.Namespace) -> None:
         return
     for key, value in stats.items():
         print(f"{key:>18}: {value}")
-
-
-def describe_user(dataset: Dataset, user_id: int) -> dict:
-    """Profile of a user with users.dat's codes decoded."""
-    dataset.check_user(user_id)
-    row = dataset.users.loc[user_id]
-    return {
-        "user_id": user_id,
-        "gender": GENDERS[row["gender"]],
-        "age": AGE_GROUPS.get(int(row["age"]), str(row["age"])),
-        "occupation": OCCUPATIONS.get(int(row["occupation"]), str(row["occupation"])),
-        "zip": row["zip"],
-        "split": dataset.split_of(user_id),
-    }
 
 
 def run_show(args: argparse.Namespace) -> None:

@@ -8,25 +8,38 @@ import time
 from functools import partial
 from pathlib import Path
 
-from dualrec.baselines import load_system, system_names
 from dualrec.commands.common import add_data_options, data_config, positive_minutes
 from dualrec.commands.llm import add_freeform_options, freeform_entry
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
-from dualrec.dataset import Dataset, load_dataset
+from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation import evaluate, markdown_table, read_results, write_results
-from dualrec.freeform import FREEFORM, shared_backends
+from dualrec.evaluation.freeform import FREEFORM, shared_backends
+from dualrec.evaluation.harness import evaluate, markdown_table, read_results, write_results
+from dualrec.ranking.registry import load_system, system_names
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="HR and NDCG@1/5/10 of systems on the test cases, with 95%% bootstrap intervals")
+    parser = subparsers.add_parser(
+        "evaluate", help="HR and NDCG@1/5/10 of systems on the test cases, with 95%% bootstrap intervals"
+    )
     add_data_options(parser)
-    parser.add_argument("--systems", default="lstm,mostpop", help=f"comma-separated, from: {', '.join(system_names())} (default %(default)s)")
-    parser.add_argument("--protocol", default=",".join(EVAL_PROTOCOLS), help="comma-separated: full (all movies, watched excluded), sampled-20 (target + 19 never-rated, 5 seeds) (default: both)")
+    parser.add_argument(
+        "--systems", default="lstm,mostpop", help=f"comma-separated, from: {', '.join(system_names())} (default %(default)s)"
+    )
+    parser.add_argument(
+        "--protocol",
+        default=",".join(EVAL_PROTOCOLS),
+        help="comma-separated: full (all movies, watched excluded), sampled-20 (target + 19 never-rated, 5 seeds) (default: "
+        "both)",
+    )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="whose cases (default %(default)s)")
     parser.add_argument("--out", help="results JSON (default: <DUALREC_HOME>/results/evaluate-<time>.json)")
     parser.add_argument("--lstm-dir", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
-    parser.add_argument("--baseline-minutes", type=positive_minutes, help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)")
+    parser.add_argument(
+        "--baseline-minutes",
+        type=positive_minutes,
+        help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)",
+    )
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
@@ -51,7 +64,10 @@ def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path
     models = [model.strip() for model in args.model.split(",") if model.strip()]
     backends = shared_backends(models)
     try:
-        return [freeform_entry(argparse.Namespace(**{**vars(args), "model": model}), dataset, out, backends.get(model)) for model in models]
+        return [
+            freeform_entry(argparse.Namespace(**{**vars(args), "model": model}), dataset, out, backends.get(model))
+            for model in models
+        ]
     finally:
         for backend in backends.values():
             backend.close()
@@ -60,7 +76,9 @@ def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path
 def show_results(args: argparse.Namespace) -> None:
     files = args.files or sorted(str(path) for path in Path("results").glob("*.json"))
     if not files:
-        raise DualrecError("No results files given and none in ./results: make one with `dualrec evaluate --out results/NAME.json`.")
+        raise DualrecError(
+            "No results files given and none in ./results: make one with `dualrec evaluate --out results/NAME.json`."
+        )
     entries = [entry for file in files for entry in read_results(file)["results"] if args.protocol in (None, entry["protocol"])]
     print(markdown_table(entries, intervals=not args.no_intervals))
 
@@ -71,11 +89,30 @@ def run(args: argparse.Namespace) -> None:
     scored = [protocol for protocol in protocols if protocol != FREEFORM]
     dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
     loader = partial(load_system, dataset=dataset, lstm_dir=args.lstm_dir, budget_minutes=args.baseline_minutes)
-    document = evaluate(systems if scored else [], dataset, loader, args.split, scored, args.bootstrap, args.seed, progress=lambda message: print(message, file=sys.stderr))
-    document["options"] = {"systems": systems, "protocols": protocols, "split": args.split, "data_dir": args.data_dir, "lstm_dir": args.lstm_dir, "baseline_minutes": args.baseline_minutes}
+    document = evaluate(
+        systems if scored else [],
+        dataset,
+        loader,
+        args.split,
+        scored,
+        args.bootstrap,
+        args.seed,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    document["options"] = {
+        "systems": systems,
+        "protocols": protocols,
+        "split": args.split,
+        "data_dir": args.data_dir,
+        "lstm_dir": args.lstm_dir,
+        "baseline_minutes": args.baseline_minutes,
+    }
     out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
     if FREEFORM in protocols:
         document["results"] += freeform_entries(args, dataset, out)
     path = write_results(document, out)
     print(markdown_table(document["results"]))
-    print(f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}")
+    print(
+        f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% "
+        f"bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}"
+    )

@@ -11,18 +11,28 @@ from pathlib import Path
 
 from dualrec.commands.common import add_data_options, print_json
 from dualrec.commands.data import load
-from dualrec.dataset import Dataset
+from dualrec.config import FREEFORM_K, FREEFORM_TEMPLATE, PROMPT_K, PROMPT_TEMPLATE
+from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
-from dualrec.freeform import DEFAULT_K as FREEFORM_K
-from dualrec.freeform import DEFAULT_TEMPLATE as FREEFORM_TEMPLATE
-from dualrec.freeform import FreeformOptions, evaluate_freeform
+from dualrec.evaluation.freeform import FreeformOptions, evaluate_freeform
+from dualrec.grounding.matching import Match, match_all, resolve_titles
+from dualrec.grounding.parsing import parse_answer
+from dualrec.grounding.pipeline import (
+    Stage2Prompt,
+    Stage2Result,
+    load_trained_lstm,
+    lstm_top1,
+    prepare_prompt,
+    run_stage2,
+    user_history,
+)
+from dualrec.grounding.prompts import TEMPLATES
 from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMBackend, LLMError, load_backend
-from dualrec.matching import Match, match_all, resolve_titles
-from dualrec.parsing import parse_answer
-from dualrec.pipeline import Stage2Prompt, Stage2Result, load_trained_lstm, lstm_top1, prepare_prompt, run_stage2, user_history
-from dualrec.prompts import DEFAULT_K, DEFAULT_TEMPLATE, TEMPLATES
 
-MODEL_HELP = f"LLM preset ({', '.join(PRESETS)}), 'custom', a local folder / .gguf path, or PRESET+ADAPTER_FOLDER (a LoRA adapter of `dualrec finetune`) (default %(default)s)"
+MODEL_HELP = (
+    f"LLM preset ({', '.join(PRESETS)}), 'custom', a local folder / .gguf path, or PRESET+ADAPTER_FOLDER (a LoRA "
+    f"adapter of `dualrec finetune`) (default %(default)s)"
+)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -51,8 +61,8 @@ def add_prompt_options(parser: argparse.ArgumentParser) -> None:
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="MovieLens UserID (test and validation users: their target is held out)")
     who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
-    parser.add_argument("--template", choices=TEMPLATES, default=DEFAULT_TEMPLATE, help="prompt template (default %(default)s)")
-    parser.add_argument("--k", type=int, default=DEFAULT_K, help="how many movies to ask for (default %(default)s)")
+    parser.add_argument("--template", choices=TEMPLATES, default=PROMPT_TEMPLATE, help="prompt template (default %(default)s)")
+    parser.add_argument("--k", type=int, default=PROMPT_K, help="how many movies to ask for (default %(default)s)")
     parser.add_argument("--lstm-dir", help="folder of a trained LSTM (default: where `dualrec train lstm` saves)")
     parser.add_argument("--no-lstm", action="store_true", help="leave the LSTM's pick out of the prompt")
 
@@ -132,21 +142,32 @@ def describe(match: Match, history: tuple[int, ...]) -> str:
 def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     """The options of `dualrec evaluate --protocol freeform` (DUALRec stage 2 on the test cases)."""
     group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
-    group.add_argument("--model", default=DEFAULT_PRESET, help="comma-separated models answering the same cases, one row each (a base and its adapter: smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP)
+    group.add_argument(
+        "--model",
+        default=DEFAULT_PRESET,
+        help="comma-separated models answering the same cases, one row each (a base and its adapter: "
+        "smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP,
+    )
     group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
     group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
     group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
     group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
     group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
-    group.add_argument("--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)")
+    group.add_argument(
+        "--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)"
+    )
 
 
 def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path, backend: LLMBackend | None = None) -> dict:
     """The `freeform` results entry of args.model (on `backend` when given); its answers are saved beside `out`."""
-    options = FreeformOptions(args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed)
+    options = FreeformOptions(
+        args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed
+    )
     out = Path(out)
     answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
-    return evaluate_freeform(dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr, backend=backend)
+    return evaluate_freeform(
+        dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr, backend=backend
+    )
 
 
 def print_to_stderr(message: str) -> None:

@@ -8,17 +8,23 @@ import sys
 import pandas as pd
 
 from dualrec.commands.common import add_data_options, data_config, print_json
-from dualrec.dataset import Dataset, load_dataset
+from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.errors import DualrecError
-from dualrec.matching import resolve_titles
-from dualrec.pipeline import user_history
+from dualrec.grounding.matching import resolve_titles
+from dualrec.grounding.pipeline import user_history
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("recommend", help="the LSTM's top-k next movies for a user or a history (watched movies excluded)")
+    parser = subparsers.add_parser(
+        "recommend", help="the LSTM's top-k next movies for a user or a history (watched movies excluded)"
+    )
     add_data_options(parser)
     who = parser.add_mutually_exclusive_group(required=True)
-    who.add_argument("--user", type=int, help="MovieLens UserID: their catalogue history, oldest first (a test or validation user's held-out movie is left out)")
+    who.add_argument(
+        "--user",
+        type=int,
+        help="MovieLens UserID: their catalogue history, oldest first (a test or validation user's held-out movie is left out)",
+    )
     who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
     parser.add_argument("--k", type=int, default=10, help="how many movies (default %(default)s)")
     parser.add_argument("--model", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
@@ -32,24 +38,39 @@ def history_items(dataset: Dataset, args: argparse.Namespace) -> list[int]:
     items = dataset.item_of(movie_ids)
     outside = [dataset.movies.loc[m, "title"] for m, item in zip(movie_ids, items) if item < 0]
     if outside:
-        print(f"Skipped (not among the {dataset.catalogue_size} catalogue movies the LSTM knows): {'; '.join(outside)}", file=sys.stderr)
+        print(
+            f"Skipped (not among the {dataset.catalogue_size} catalogue movies the LSTM knows): {'; '.join(outside)}",
+            file=sys.stderr,
+        )
     if (items < 0).all():
-        raise DualrecError(f"None of the given movies is among the {dataset.catalogue_size} catalogue movies; add better-known ones.")
+        raise DualrecError(
+            f"None of the given movies is among the {dataset.catalogue_size} catalogue movies; add better-known ones."
+        )
     return [int(item) for item in items if item >= 0]
 
 
 def run(args: argparse.Namespace) -> None:
     if args.k < 1:
         raise DualrecError("--k must be at least 1.")
-    from dualrec.sequential import load_lstm  # TensorFlow loads only when needed
+    from dualrec.ranking.lstm import load_lstm  # TensorFlow loads only when needed
 
     dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
     items = history_items(dataset, args)
     ranking = load_lstm(args.model, dataset).top_k(items, args.k)
     movies = dataset.catalogue_movies.iloc[ranking.items]
     rows = [
-        {"rank": rank, "item": int(item), "movie_id": int(movie_id), "title": movie.title, "year": int(movie.year) if pd.notna(movie.year) else None, "genres": list(movie.genres), "probability": float(p)}
-        for rank, (item, movie_id, movie, p) in enumerate(zip(ranking.items, movies.index, movies.itertuples(), ranking.probabilities), start=1)
+        {
+            "rank": rank,
+            "item": int(item),
+            "movie_id": int(movie_id),
+            "title": movie.title,
+            "year": int(movie.year) if pd.notna(movie.year) else None,
+            "genres": list(movie.genres),
+            "probability": float(p),
+        }
+        for rank, (item, movie_id, movie, p) in enumerate(
+            zip(ranking.items, movies.index, movies.itertuples(), ranking.probabilities), start=1
+        )
     ]
     if args.json:
         print_json({"history": [int(dataset.catalogue[i]) for i in items], "recommendations": rows})

@@ -3,6 +3,7 @@
 Importing this package is cheap: torch, transformers, llama.cpp and openai load only with their backend.
 """
 
+from dualrec.config import DEFAULT_PRESET
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message, Prompt, to_messages
 from dualrec.llm.errors import (
     FOUR_BIT_FALLBACK,
@@ -15,15 +16,14 @@ from dualrec.llm.errors import (
     ModelLoadError,
     UnknownPresetError,
 )
+from dualrec.llm.loading import load_backend
 from dualrec.llm.presets import (
     ADAPTER_SEPARATOR,
-    DEFAULT_PRESET,
     PRESETS,
     Preset,
     adapter_on,
     build_backend,
     gguf_path,
-    load_backend,
     resolve_preset,
 )
 from dualrec.llm.reasoning import split_reasoning

@@ -84,7 +84,7 @@ class LLMBackend(ABC):
         """The whole answer as one string (the joined `stream`)."""
         return "".join(self.stream(prompt, settings, system=system, stop=stop))
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 (a hook: backends with nothing to release keep it)
         """Release the model or connection; the backend is unusable afterwards."""
 
     @abstractmethod

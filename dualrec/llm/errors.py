@@ -4,9 +4,7 @@ from __future__ import annotations
 
 from dualrec.errors import DualrecError
 
-FOUR_BIT_FALLBACK = (
-    "run without --4bit, use the GGUF preset 'smollm2-135m', or use an API preset such as 'deepseek-v3'"
-)
+FOUR_BIT_FALLBACK = "run without --4bit, use the GGUF preset 'smollm2-135m', or use an API preset such as 'deepseek-v3'"
 
 
 class LLMError(DualrecError):

@@ -43,9 +43,7 @@ def load_llamacpp(
     if not path.is_file():
         raise ModelLoadError(f"GGUF file not found: {path}")
     try:
-        llama = Llama(
-            model_path=str(path), n_ctx=context_length, n_threads=n_threads, n_threads_batch=n_threads, verbose=False
-        )
+        llama = Llama(model_path=str(path), n_ctx=context_length, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
     return LlamaCppBackend(llama, name=name or path.name, settings=settings)

@@ -35,9 +35,7 @@ class OpenAIBackend(LLMBackend):
         self.base_url, self.model = base_url, model
         self.timeout_s, self.max_retries = timeout_s, max_retries
         self._secret = api_key or NO_KEY
-        self._client = openai.OpenAI(
-            base_url=base_url, api_key=self._secret, timeout=timeout_s, max_retries=max_retries
-        )
+        self._client = openai.OpenAI(base_url=base_url, api_key=self._secret, timeout=timeout_s, max_retries=max_retries)
 
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
         try:

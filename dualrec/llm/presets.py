@@ -20,8 +20,7 @@ from dualrec.llm.errors import MissingAPIKeyError, ModelLoadError, UnknownPreset
 log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "transformers", "llama.cpp", "openai")
-ADAPTER_SEPARATOR = "+"  # 'PRESET+ADAPTER': a LoRA adapter on its base (dualrec.adapters)
-DEFAULT_PRESET = "smollm2-135m"
+ADAPTER_SEPARATOR = "+"  # 'PRESET+ADAPTER': a LoRA adapter on its base (dualrec.llm.peft_backend)
 CUSTOM = "custom"
 
 # The `custom` preset reads these when its base URL or model is not passed.
@@ -213,13 +212,3 @@ def adapter_on(base: str, specs: Sequence[str]) -> str | None:
     if ADAPTER_SEPARATOR in base:
         return None
     return next((spec for spec in specs if spec.startswith(base + ADAPTER_SEPARATOR)), None)
-
-
-def load_backend(name_or_path: str = DEFAULT_PRESET, *, api_key: str | None = None, **overrides) -> LLMBackend:
-    """A ready backend for a preset name, 'custom', a local path or 'PRESET+ADAPTER' (a LoRA adapter on its base,
-    dualrec.adapters); `overrides` replace Preset fields."""
-    if ADAPTER_SEPARATOR in str(name_or_path):
-        from dualrec.adapters import load_adapter_backend  # peft loads only for adapters
-
-        return load_adapter_backend(name_or_path, **overrides)
-    return build_backend(resolve_preset(name_or_path, **overrides), api_key=api_key)

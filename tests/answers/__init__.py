@@ -7,7 +7,7 @@ from pathlib import Path
 
 import yaml
 
-from dualrec.matching import TitleIndex
+from dualrec.grounding.matching import TitleIndex
 
 FOLDER = Path(__file__).parent
 
@@ -75,5 +75,8 @@ def evaluate(index: TitleIndex, answers: list[Answer]) -> tuple[Quality, list[st
             elif match.movie_id is not None:
                 wrong.append(f"{answer.id}: {expected.title!r} ({expected.year}) -> {match.movie}, meant {expected.movie}")
             elif meant is not None:
-                missed.append(f"{answer.id}: {expected.title!r} ({expected.year}), meant {expected.movie}" + (" [known miss]" if expected.miss else ""))
+                missed.append(
+                    f"{answer.id}: {expected.title!r} ({expected.year}), meant {expected.movie}"
+                    + (" [known miss]" if expected.miss else "")
+                )
     return Quality(titles, in_movielens, correct, len(wrong), missed), wrong

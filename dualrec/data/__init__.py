@@ -1,0 +1,1 @@
+"""MovieLens 1M: reading and validating the files, the catalogue, sequences, windows, splits and item features."""

@@ -1,0 +1,1 @@
+"""Stage 3: LoRA fine-tuning examples and training (serving adapters is an LLM backend: dualrec.llm.peft_backend)."""

@@ -1,0 +1,194 @@
+"""Stage 3 (docs/design.md §5): the options of LoRA fine-tuning and the examples it learns from.
+
+An example is a point in a user's catalogue sequence: the prompt (dualrec.grounding.prompts, in the base model's chat template)
+shows the 5 movies before it and the LSTM's top-1 there; the answer is the next 5 movies the user watched, written
+with `format_answer`, the format the parser reads best. Training examples come from training users, validation
+examples from validation users; test users never appear. The loss covers the answer tokens only (`encode`).
+
+Training with peft lives in dualrec.finetune.training, serving adapters in dualrec.llm.peft_backend; this module
+imports neither torch nor transformers.
+
+    examples = build_examples(dataset, example_users(dataset, "train"), lstm, options)
+    print(dump_examples(tokenizer, examples[:3], options.max_length))
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
+
+import numpy as np
+
+from dualrec.config import DEFAULT_PRESET, FREEFORM_TEMPLATE
+from dualrec.data.dataset import Dataset, pad_history, sequence_bounds
+from dualrec.errors import DualrecError
+from dualrec.grounding.prompts import POSTER_HISTORY, build_prompt, format_answer
+from dualrec.llm.reasoning import CLOSE, OPEN
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedTokenizerBase
+
+SHOWN = POSTER_HISTORY  # movies in the prompt
+TARGETS = 5  # movies in the answer: what the user watched next
+IGNORE = -100  # the label of tokens outside the loss (prompt and padding)
+
+
+class TopOne(Protocol):
+    """What the examples need of the LSTM (dualrec.ranking.lstm.LSTMRecommender): its window and a batched top-1."""
+
+    window: int
+
+    def top1(self, histories: np.ndarray) -> np.ndarray: ...
+
+
+def option_flag(field_name: str) -> str:
+    """The `dualrec finetune` option that sets a FinetuneOptions field."""
+    return {"learning_rate": "--lr", "max_steps": "--steps"}.get(field_name, "--" + field_name.replace("_", "-"))
+
+
+@dataclass(frozen=True)
+class FinetuneOptions:
+    """LoRA (the poster's defaults), the training loop and the examples; `four_bit` None: on CUDA yes, on a CPU no."""
+
+    base: str = DEFAULT_PRESET
+    r: int = 8
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
+    learning_rate: float = 2e-4
+    max_steps: int | None = None  # None: train for `epochs`
+    epochs: float = 1.0
+    batch_size: int = 4
+    grad_accum: int = 4
+    max_length: int = 384  # 99% of the examples fit whole in SmolLM2's template
+    seed: int = 42
+    examples_per_user: int = 4
+    val_examples: int = 200
+    eval_steps: int = 100
+    save_steps: int = 100
+    template: str = FREEFORM_TEMPLATE  # the freeform evaluation's
+    four_bit: bool | None = None
+    lstm_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        counts = ("r", "batch_size", "grad_accum", "max_length", "examples_per_user", "val_examples", "eval_steps", "save_steps")
+        wrong = [f"{option_flag(name)} {getattr(self, name)} (at least 1)" for name in counts if getattr(self, name) < 1]
+        if self.max_steps is not None and self.max_steps < 1:
+            wrong.append(f"{option_flag('max_steps')} {self.max_steps} (at least 1)")
+        wrong += [
+            f"{option_flag(name)} {getattr(self, name)} (above 0)"
+            for name in ("alpha", "learning_rate", "epochs")
+            if not getattr(self, name) > 0
+        ]
+        if not 0 <= self.dropout < 1:
+            wrong.append(f"{option_flag('dropout')} {self.dropout} (from 0 to below 1)")
+        if not self.target_modules:
+            wrong.append(f"{option_flag('target_modules')} empty (name at least one layer)")
+        if wrong:
+            raise DualrecError(f"Invalid fine-tuning options: {'; '.join(wrong)}.")
+
+    def as_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# quick: a CPU run of smollm2-135m, 28 minutes on an idle 2-core machine (README); full: one epoch, for a GPU.
+PROFILES = {
+    "quick": FinetuneOptions(
+        max_steps=90, grad_accum=1, learning_rate=1e-3, examples_per_user=1, val_examples=32, eval_steps=30, save_steps=20
+    ),
+    "full": FinetuneOptions(),
+}
+
+
+@dataclass(frozen=True)
+class Example:
+    """One point of a user's sequence: what the prompt shows and what the user watched next (movie ids, oldest first)."""
+
+    user: int
+    history: tuple[int, ...]
+    lstm_pick: int
+    target: tuple[int, ...]
+    prompt: str  # the user message
+    answer: str  # the target in the answer format
+
+
+def example_users(dataset: Dataset, split: str) -> np.ndarray:
+    """The users of a split ("train" or "val") that examples may come from: never a test user."""
+    if split == "test":
+        raise DualrecError("Fine-tuning examples never come from test users.")
+    return np.setdiff1d(dataset.split_users[split], dataset.split_users["test"])
+
+
+def cut_points(length: int, per_user: int) -> list[int]:
+    """Where a sequence of `length` items is cut (SHOWN items before, TARGETS from there): the most recent first,
+    targets not overlapping, at most `per_user`."""
+    return list(range(length - TARGETS, SHOWN - 1, -TARGETS))[:per_user]
+
+
+def build_examples(
+    dataset: Dataset, users: Sequence[int], lstm: TopOne, options: FinetuneOptions, per_user: int | None = None
+) -> list[Example]:
+    """Examples sliding back from the end of each user's catalogue sequence, the LSTM's top-1 of all in one batch."""
+    kept = dataset.ratings[dataset.ratings["item"] >= 0]
+    items = kept["item"].to_numpy()
+    user_ids, starts, lengths = sequence_bounds(kept["user_id"].to_numpy())
+    points = [
+        (int(user_ids[row]), items[starts[row] : starts[row] + lengths[row]], cut)
+        for row in np.searchsorted(user_ids, users)
+        for cut in cut_points(lengths[row], per_user or options.examples_per_user)
+    ]
+    if not points:
+        return []
+    picks = dataset.catalogue[lstm.top1(np.stack([pad_history(sequence[:cut], lstm.window) for _, sequence, cut in points]))]
+    examples = []
+    for (user, sequence, cut), pick in zip(points, picks):
+        history = dataset.catalogue[sequence[cut - SHOWN : cut]].tolist()
+        target = dataset.catalogue[sequence[cut : cut + TARGETS]].tolist()
+        prompt = build_prompt(dataset.movies, history, int(pick), options.template, TARGETS)
+        examples.append(Example(user, tuple(history), int(pick), tuple(target), prompt, format_answer(dataset.movies, target)))
+    return examples
+
+
+def one_per_user(dataset: Dataset, split: str, lstm: TopOne, options: FinetuneOptions, count: int) -> list[Example]:
+    """The most recent example of `count` users of the split drawn with the options' seed (validation, --dump-examples)."""
+    users = example_users(dataset, split)
+    chosen = np.random.default_rng(options.seed).choice(users, size=min(count, len(users)), replace=False)
+    return build_examples(dataset, np.sort(chosen), lstm, options, per_user=1)
+
+
+def chat_texts(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[str, str]:
+    """(prompt, answer) as the model reads them: the chat template's prompt, as the backends send it, then the answer
+    with the template's end of turn. A template that opens <think> in the prompt gets it closed before the answer."""
+    messages = [{"role": "user", "content": example.prompt}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": example.answer}], tokenize=False)
+    answer = full[len(prompt) :] if full.startswith(prompt) else example.answer + tokenizer.eos_token
+    return prompt, (f"{CLOSE}\n\n{answer}" if prompt.rstrip().endswith(OPEN) else answer)
+
+
+def encode(tokenizer: PreTrainedTokenizerBase, example: Example, max_length: int) -> dict[str, list[int]]:
+    """Token ids cut at `max_length`, with labels IGNORE on the prompt: the loss covers the answer only."""
+    prompt, answer = (tokenizer(text, add_special_tokens=False)["input_ids"] for text in chat_texts(tokenizer, example))
+    ids = (prompt + answer)[:max_length]
+    return {"input_ids": ids, "attention_mask": [1] * len(ids), "labels": ([IGNORE] * len(prompt) + answer)[:max_length]}
+
+
+def encode_all(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_length: int) -> list[dict[str, list[int]]]:
+    """The encoded examples that keep at least one answer token within `max_length`."""
+    encoded = (encode(tokenizer, example, max_length) for example in examples)
+    return [item for item in encoded if any(label != IGNORE for label in item["labels"])]
+
+
+def dump_examples(tokenizer: PreTrainedTokenizerBase, examples: Sequence[Example], max_length: int) -> str:
+    """Examples decoded from their token ids: what the model reads and, after the marker, what it learns to write."""
+    blocks = []
+    for number, example in enumerate(examples, start=1):
+        item = encode(tokenizer, example, max_length)
+        start = next((i for i, label in enumerate(item["labels"]) if label != IGNORE), len(item["labels"]))
+        read, learned = tokenizer.decode(item["input_ids"][:start]), tokenizer.decode(item["input_ids"][start:])
+        length = len(item["input_ids"])
+        header = f"=== example {number}: user {example.user}, {length} tokens, {length - start} in the loss ==="
+        blocks.append(f"{header}\n{read}\n--- loss on the tokens below ---\n{learned}")
+    return "\n\n".join(blocks)

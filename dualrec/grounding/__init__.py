@@ -1,0 +1,1 @@
+"""From an LLM's words to MovieLens movies: prompts, answer parsing, title matching and the Stage 2 pipeline."""
