@@ -8,6 +8,12 @@ import sys
 from typing import Any
 
 from dualrec.config import SPLIT_MODES, DataConfig
+from dualrec.llm import PRESETS
+
+MODEL_HELP = (
+    f"LLM preset ({', '.join(PRESETS)}), 'custom', a local folder / .gguf path, or PRESET+ADAPTER_FOLDER (a LoRA "
+    f"adapter of `dualrec finetune`) (default %(default)s)"
+)
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:

@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from functools import partial
 from pathlib import Path
 
-from dualrec.commands.common import add_data_options, data_config, positive_minutes
-from dualrec.commands.llm import add_freeform_options, freeform_entry
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, paths
+from dualrec.commands.common import MODEL_HELP, add_data_options, data_config, positive_minutes
+from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM_K, FREEFORM_TEMPLATE, paths
 from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation.freeform import FREEFORM, shared_backends
+from dualrec.evaluation.freeform import FREEFORM, FreeformOptions, evaluate_freeform, shared_backends
 from dualrec.evaluation.harness import evaluate, markdown_table, read_results, write_results
+from dualrec.grounding.prompts import TEMPLATES
+from dualrec.llm import DEFAULT_PRESET, LLMBackend
 from dualrec.ranking.registry import load_system, system_names
 
 
@@ -57,6 +59,44 @@ def names(text: str, allowed: list[str] | tuple[str, ...], what: str) -> list[st
     if unknown or not chosen:
         raise DualrecError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}.")
     return chosen
+
+
+def add_freeform_options(parser: argparse.ArgumentParser) -> None:
+    """The options of `dualrec evaluate --protocol freeform` (DUALRec stage 2 on the test cases)."""
+    group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
+    group.add_argument(
+        "--model",
+        default=DEFAULT_PRESET,
+        help="comma-separated models answering the same cases, one row each (a base and its adapter: "
+        "smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP,
+    )
+    group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
+    group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
+    group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
+    group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
+    group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
+    group.add_argument(
+        "--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)"
+    )
+
+
+def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path, backend: LLMBackend | None = None) -> dict:
+    """The `freeform` results entry of args.model (on `backend` when given); its answers are saved beside `out`."""
+    options = FreeformOptions(
+        args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed
+    )
+    out = Path(out)
+    answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
+    return evaluate_freeform(
+        dataset,
+        options,
+        args.split,
+        answers,
+        args.bootstrap,
+        args.seed,
+        progress=lambda m: print(m, file=sys.stderr),
+        backend=backend,
+    )
 
 
 def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path) -> list[dict]:

@@ -1,20 +1,17 @@
-"""`dualrec prompt`, `dualrec match` and `dualrec generate`: DUALRec stage 2 from the command line; and the options
-and entry of the `freeform` protocol of `dualrec evaluate`."""
+"""`dualrec prompt`, `dualrec match` and `dualrec generate`: DUALRec stage 2 from the command line."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import re
 import sys
 from pathlib import Path
 
-from dualrec.commands.common import add_data_options, print_json
+from dualrec.commands.common import MODEL_HELP, add_data_options, print_json
 from dualrec.commands.data import load
-from dualrec.config import FREEFORM_K, FREEFORM_TEMPLATE, PROMPT_K, PROMPT_TEMPLATE
+from dualrec.config import PROMPT_K, PROMPT_TEMPLATE
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation.freeform import FreeformOptions, evaluate_freeform
 from dualrec.grounding.matching import Match, match_all, resolve_titles
 from dualrec.grounding.parsing import parse_answer
 from dualrec.grounding.pipeline import (
@@ -27,12 +24,7 @@ from dualrec.grounding.pipeline import (
     user_history,
 )
 from dualrec.grounding.prompts import TEMPLATES
-from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMBackend, LLMError, load_backend
-
-MODEL_HELP = (
-    f"LLM preset ({', '.join(PRESETS)}), 'custom', a local folder / .gguf path, or PRESET+ADAPTER_FOLDER (a LoRA "
-    f"adapter of `dualrec finetune`) (default %(default)s)"
-)
+from dualrec.llm import DEFAULT_PRESET, LLMError, load_backend
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -137,37 +129,6 @@ def describe(match: Match, history: tuple[int, ...]) -> str:
         return f"{written} -> not in MovieLens"
     watched = ", already watched" if match.movie_id in history else ""
     return f"{written} -> {match.movie} [movie {match.movie_id}, score {match.score:g}{watched}]"
-
-
-def add_freeform_options(parser: argparse.ArgumentParser) -> None:
-    """The options of `dualrec evaluate --protocol freeform` (DUALRec stage 2 on the test cases)."""
-    group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
-    group.add_argument(
-        "--model",
-        default=DEFAULT_PRESET,
-        help="comma-separated models answering the same cases, one row each (a base and its adapter: "
-        "smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP,
-    )
-    group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
-    group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
-    group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
-    group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
-    group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
-    group.add_argument(
-        "--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)"
-    )
-
-
-def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path, backend: LLMBackend | None = None) -> dict:
-    """The `freeform` results entry of args.model (on `backend` when given); its answers are saved beside `out`."""
-    options = FreeformOptions(
-        args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed
-    )
-    out = Path(out)
-    answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
-    return evaluate_freeform(
-        dataset, options, args.split, answers, args.bootstrap, args.seed, progress=print_to_stderr, backend=backend
-    )
 
 
 def print_to_stderr(message: str) -> None:
