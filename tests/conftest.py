@@ -1,4 +1,4 @@
-"""Shared test set-up: isolated DUALRec folders, the generated MovieLens fixture, and the opt-in markers."""
+"""Shared test set-up: isolated DUALRec folders, the generated MovieLens fixture, and the markers (slow, realdata, llm)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import pytest
 from dualrec.config import LSTMConfig
 from tests.movielens_fixture import write_movielens
 
-REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "ml-1m-full-order"
+REAL_DATA_ENV = "DUALREC_TEST_DATA"
+SIBLING_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m-full-order"
+REAL_DATA = Path(os.environ.get(REAL_DATA_ENV) or SIBLING_DATA).expanduser()
 TINY_LSTM = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
 
 
@@ -21,15 +23,42 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: takes more than a few seconds; run with --run-slow")
-    config.addinivalue_line("markers", "realdata: needs ../shared/data/ml-1m-full-order; run with --run-realdata")
+    config.addinivalue_line(
+        "markers",
+        f"realdata: reads the real MovieLens 1M folder (${REAL_DATA_ENV}, else {SIBLING_DATA}); run with --run-realdata",
+    )
+    config.addinivalue_line(
+        "markers", "llm: loads the real embedded model (smollm2-135m); `make test-fast` leaves these out with -m 'not llm'"
+    )
+
+
+def real_data_skip_reason(config: pytest.Config) -> str | None:
+    """Why the realdata tests cannot run in this session, or None when they can."""
+    if not config.getoption("--run-realdata"):
+        return "--run-realdata was not given"
+    if not REAL_DATA.is_dir():
+        return "the folder is missing"
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    real_data_skip = real_data_skip_reason(config)
     for item in items:
         if "slow" in item.keywords and not config.getoption("--run-slow"):
             item.add_marker(pytest.mark.skip(reason="slow: run with --run-slow"))
-        if "realdata" in item.keywords and not config.getoption("--run-realdata"):
-            item.add_marker(pytest.mark.skip(reason="real data: run with --run-realdata"))
+        if "realdata" in item.keywords and real_data_skip:
+            item.add_marker(pytest.mark.skip(reason=f"real data: {real_data_skip}"))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter, exitstatus: int, config: pytest.Config) -> None:
+    """Say how many real-data tests were skipped and why, naming the folder and the variable that sets it."""
+    reason = real_data_skip_reason(config)
+    skipped = [report for report in terminalreporter.stats.get("skipped", []) if "realdata" in getattr(report, "keywords", {})]
+    if reason and skipped:
+        source = f"${REAL_DATA_ENV}" if os.environ.get(REAL_DATA_ENV) else f"the default; set ${REAL_DATA_ENV} to change it"
+        terminalreporter.write_line(
+            f"real data: {len(skipped)} tests skipped because {reason} (folder {REAL_DATA}, from {source})"
+        )
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -61,7 +90,7 @@ def tiny_lstm_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pat
 
 @pytest.fixture(scope="session")
 def dataset(ml_dir: Path):
-    """The generated folder's Dataset, shared by the session (tests must not change it; a module may define its own)."""
+    """The generated folder's Dataset, shared by the session (tests must not change it)."""
     from dualrec.data.dataset import load_dataset
 
     return load_dataset(ml_dir)
@@ -77,6 +106,5 @@ def lstm(dataset, tiny_lstm_dir: Path):
 
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
-    if not REAL_DATA.is_dir():
-        pytest.skip(f"{REAL_DATA} is not here")
+    """The real MovieLens 1M folder, for tests marked realdata (they are skipped, with the reason, when it is missing)."""
     return REAL_DATA

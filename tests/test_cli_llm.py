@@ -3,6 +3,8 @@
 import io
 import json
 
+import pytest
+
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.cli import main
 
@@ -90,6 +92,7 @@ def test_match_ignores_lines_that_echo_the_prompt(capsys, monkeypatch, ml_dir, t
     assert [t["movie_id"] for t in json.loads(out)["titles"]] == [9]
 
 
+@pytest.mark.llm
 def test_generate_streams_the_embedded_models_answer_and_the_matches(capsys, ml_dir):
     code, out, err = run(
         capsys,
@@ -113,6 +116,7 @@ def test_generate_streams_the_embedded_models_answer_and_the_matches(capsys, ml_
     assert all(" -> " in line for line in recommendations.splitlines() if line[:4].strip().rstrip(".").isdigit())
 
 
+@pytest.mark.llm
 def test_generate_json_has_prompt_answer_and_titles(capsys, ml_dir, dataset):
     user = int(dataset.split_users["test"][0])
     code, out, _ = run(

@@ -218,6 +218,7 @@ def test_the_freeform_evaluation_scores_base_and_adapter_on_the_same_cases(ml_di
     assert len(list(tmp_path.glob("results-freeform-*.jsonl"))) == 2
 
 
+@pytest.mark.llm
 @pytest.mark.slow
 def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm, tmp_path):
     """A few real steps of SmolLM2-135M on CPU: the loss goes down; the adapter reloads through its spec (offline,

@@ -68,6 +68,7 @@ def llamacpp_server() -> Iterator[str]:
         server.wait(timeout=10)
 
 
+@pytest.mark.llm
 def test_a_real_server_streams_an_answer(llamacpp_server: str) -> None:
     # No equality with a second answer: the server reuses the cached prompt prefix, which changes the logits.
     backend = load_backend("custom", base_url=llamacpp_server, model="smollm2")
@@ -75,6 +76,7 @@ def test_a_real_server_streams_an_answer(llamacpp_server: str) -> None:
     assert len(chunks) > 1 and len("".join(chunks).split()) >= 3
 
 
+@pytest.mark.llm
 def test_a_real_server_stops_mid_stream(llamacpp_server: str) -> None:
     backend, stop, chunks = load_backend("custom", base_url=llamacpp_server, model="smollm2"), threading.Event(), []
     for chunk in backend.stream("Tell a long story.", GenerationSettings(max_new_tokens=300), stop=stop):

@@ -55,12 +55,14 @@ def backend(request: pytest.FixtureRequest) -> LLMBackend:
     return request.getfixturevalue(request.param)
 
 
+@pytest.mark.llm
 def test_streamed_chunks_join_to_the_generated_greedy_answer(backend: LLMBackend) -> None:
     chunks = list(backend.stream(PROMPT, GREEDY))
     assert len(chunks) > 1 and len("".join(chunks).split()) >= 3
     assert "".join(chunks) == backend.generate(PROMPT, GREEDY)
 
 
+@pytest.mark.llm
 def test_a_seed_makes_sampling_repeatable(backend: LLMBackend) -> None:
     def sample(seed: int) -> str:
         return backend.generate(PROMPT, GenerationSettings(max_new_tokens=8, temperature=1.5, seed=seed))
@@ -70,6 +72,7 @@ def test_a_seed_makes_sampling_repeatable(backend: LLMBackend) -> None:
     assert {sample(8), sample(9)} != {first}
 
 
+@pytest.mark.llm
 def test_stop_from_another_thread_ends_the_stream(backend: LLMBackend) -> None:
     stop, chunks = threading.Event(), []
     consumer = threading.Thread(target=lambda: chunks.extend(backend.stream("Tell a long story.", LONG, stop=stop)))
@@ -83,6 +86,7 @@ def test_stop_from_another_thread_ends_the_stream(backend: LLMBackend) -> None:
     assert 3 <= stopped_at <= len(chunks) <= stopped_at + 1
 
 
+@pytest.mark.llm
 def test_an_abandoned_stream_frees_the_backend(backend: LLMBackend) -> None:
     stream = backend.stream("Tell a long story.", LONG)
     next(stream)
@@ -91,6 +95,7 @@ def test_an_abandoned_stream_frees_the_backend(backend: LLMBackend) -> None:
     assert backend.generate(PROMPT, GenerationSettings(max_new_tokens=2, greedy=True))  # not locked
 
 
+@pytest.mark.llm
 def test_a_template_that_opens_the_thinking_block_streams_the_tag(transformers_backend: TransformersBackend) -> None:
     tokenizer = transformers_backend.tokenizer
     template = tokenizer.chat_template
@@ -103,11 +108,13 @@ def test_a_template_that_opens_the_thinking_block_streams_the_tag(transformers_b
     assert split_reasoning("".join(chunks)) == ("".join(chunks[1:]).strip(), "")
 
 
+@pytest.mark.llm
 def test_a_failure_inside_generate_is_raised_not_hung(transformers_backend: TransformersBackend) -> None:
     with pytest.raises(LLMError, match="failed while generating"):
         transformers_backend.generate(PROMPT, GenerationSettings(max_new_tokens=-1))
 
 
+@pytest.mark.llm
 def test_the_gguf_is_converted_once_into_the_cache(transformers_backend: LLMBackend) -> None:
     gguf = gguf_path(PRESETS[DEFAULT_PRESET])
     folder = gguf_cache_folder(gguf)

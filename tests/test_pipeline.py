@@ -107,6 +107,7 @@ def test_run_stage2_streams_chunks_and_times_the_answer(dataset):
     assert result.recommended == [7, 9] and result.seconds > 0
 
 
+@pytest.mark.llm
 def test_the_embedded_model_answers_end_to_end(dataset):
     backend = load_backend(DEFAULT_PRESET)
     try:

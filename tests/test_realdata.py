@@ -1,4 +1,4 @@
-"""Opt-in checks on the real MovieLens 1M folder (../shared/data/ml-1m-full-order): run with --run-realdata."""
+"""Opt-in checks on the real MovieLens 1M folder ($DUALREC_TEST_DATA, else ../shared/data/ml-1m-full-order): --run-realdata."""
 
 import numpy as np
 import pytest

@@ -27,18 +27,19 @@ TINY = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=3, batch_s
 
 
 @pytest.fixture(scope="module")
-def dataset(ml_dir):
+def two_window_dataset(ml_dir):
+    """The generated folder with at most two training windows per user, so TINY trains in seconds."""
     return load_dataset(ml_dir, DataConfig(max_windows_per_user=2))
 
 
 @pytest.fixture(scope="module")
-def trained(dataset):
-    return train_lstm(dataset, TINY, verbose=0)
+def trained(two_window_dataset):
+    return train_lstm(two_window_dataset, TINY, verbose=0)
 
 
-def test_output_is_a_distribution_over_the_catalogue(trained, dataset):
-    probabilities = trained.probabilities(dataset.cases["test"].histories)
-    assert probabilities.shape == (len(dataset.cases["test"]), dataset.catalogue_size)
+def test_output_is_a_distribution_over_the_catalogue(trained, two_window_dataset):
+    probabilities = trained.probabilities(two_window_dataset.cases["test"].histories)
+    assert probabilities.shape == (len(two_window_dataset.cases["test"]), two_window_dataset.catalogue_size)
     np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-4)
 
 
@@ -52,42 +53,45 @@ def test_a_short_history_scores_the_same_padded_or_not(trained):
     assert trained.top_k(items, 1).items[0] == trained.top1(pad_history(items, 30)[None])[0]
 
 
-def test_catalogue_tables_travel_inside_the_model(trained, dataset):
+def test_catalogue_tables_travel_inside_the_model(trained, two_window_dataset):
     layer = trained.model.get_layer("step_features")
-    features = catalogue_features(dataset)
+    features = catalogue_features(two_window_dataset)
     assert isinstance(layer, StepFeatures)
     np.testing.assert_array_equal(layer.title_table.numpy(), features.title_tokens)
     np.testing.assert_array_equal(layer.genre_table.numpy(), features.genres)
     assert not any("title_tokens" in w.path or w.path.endswith("genres") for w in trained.model.trainable_weights)
 
 
-def test_public_variant_adds_its_dense_layers(dataset):
-    model = build_model(dataclasses.replace(TINY, variant="public"), catalogue_features(dataset))
+def test_public_variant_adds_its_dense_layers(two_window_dataset):
+    model = build_model(dataclasses.replace(TINY, variant="public"), catalogue_features(two_window_dataset))
     names = {layer.name for layer in model.layers}
     assert "hidden" in names and model.get_layer("step_features").genre_dense is not None
-    assert model(pad_history([1, 2], 30)[None]).shape == (1, dataset.catalogue_size)
+    assert model(pad_history([1, 2], 30)[None]).shape == (1, two_window_dataset.catalogue_size)
 
 
-def test_training_lowers_the_loss_and_records_what_it_did(trained, dataset):
+def test_training_lowers_the_loss_and_records_what_it_did(trained, two_window_dataset):
     losses = [epoch["loss"] for epoch in trained.metadata["history"]]
     assert losses[-1] < losses[0]
     meta = trained.metadata
-    assert meta["data"]["fingerprint"] == dataset.fingerprint and meta["seed"] == TINY.seed
-    assert meta["train_windows"] == len(dataset.windows["train"]) and 1 <= meta["best_epoch"] <= meta["epochs_run"] <= TINY.epochs
+    assert meta["data"]["fingerprint"] == two_window_dataset.fingerprint and meta["seed"] == TINY.seed
+    assert (
+        meta["train_windows"] == len(two_window_dataset.windows["train"])
+        and 1 <= meta["best_epoch"] <= meta["epochs_run"] <= TINY.epochs
+    )
     assert {"val_loss", "val_hr@5"} <= set(meta["val"])
 
 
-def test_save_and_load_give_identical_outputs(trained, dataset, tmp_path):
+def test_save_and_load_give_identical_outputs(trained, two_window_dataset, tmp_path):
     folder = trained.save(tmp_path / "lstm")
     assert {p.name for p in folder.iterdir()} == {"model.keras", "metadata.json", "vocabulary.json"}
-    loaded = load_lstm(folder, dataset, strict=True)
-    histories = dataset.cases["val"].histories
+    loaded = load_lstm(folder, two_window_dataset, strict=True)
+    histories = two_window_dataset.cases["val"].histories
     np.testing.assert_array_equal(loaded.probabilities(histories), trained.probabilities(histories))
     assert loaded.metadata == trained.metadata and loaded.vocabulary == trained.vocabulary
 
 
-def test_top_k_excludes_the_history_and_sorts_by_probability(trained, dataset):
-    items = dataset.user_items(int(dataset.cases["test"].users[0]))
+def test_top_k_excludes_the_history_and_sorts_by_probability(trained, two_window_dataset):
+    items = two_window_dataset.user_items(int(two_window_dataset.cases["test"].users[0]))
     ranking = trained.top_k(items, k=20)
     assert len(ranking.items) == 20 and not set(ranking.items) & set(items)
     assert np.all(np.diff(ranking.probabilities) <= 0)
@@ -95,12 +99,12 @@ def test_top_k_excludes_the_history_and_sorts_by_probability(trained, dataset):
     assert everything.probabilities[0] >= ranking.probabilities[0]
 
 
-def test_batched_top1_matches_single_histories(trained, dataset):
-    histories = dataset.cases["test"].histories[:8]
+def test_batched_top1_matches_single_histories(trained, two_window_dataset):
+    histories = two_window_dataset.cases["test"].histories[:8]
     batched = trained.top1(histories)
     single = [trained.top_k(h[h >= 0], 1).items[0] for h in histories]
     np.testing.assert_array_equal(batched, single)
-    assert not history_mask(histories, dataset.catalogue_size)[np.arange(8), batched].any()
+    assert not history_mask(histories, two_window_dataset.catalogue_size)[np.arange(8), batched].any()
 
 
 def test_bad_histories_are_clear_errors(trained):
@@ -110,14 +114,14 @@ def test_bad_histories_are_clear_errors(trained):
         trained.top_k([-1, 3])
 
 
-def test_same_seed_same_model(trained, dataset):
-    again = train_lstm(dataset, TINY, verbose=0)
+def test_same_seed_same_model(trained, two_window_dataset):
+    again = train_lstm(two_window_dataset, TINY, verbose=0)
     for a, b in zip(trained.model.get_weights(), again.model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
 
-def test_time_budget_stops_after_one_epoch(dataset):
-    quick = train_lstm(dataset, dataclasses.replace(TINY, max_minutes=1e-6), verbose=0)
+def test_time_budget_stops_after_one_epoch(two_window_dataset):
+    quick = train_lstm(two_window_dataset, dataclasses.replace(TINY, max_minutes=1e-6), verbose=0)
     assert quick.metadata["epochs_run"] == 1 and quick.metadata["stopped_by"] == "time budget"
 
 
@@ -126,15 +130,17 @@ def test_missing_model_says_how_to_train(tmp_path):
         load_lstm(tmp_path / "nothing")
 
 
-def test_other_data_is_refused_or_warned(trained, dataset, caplog):
+def test_other_data_is_refused_or_warned(trained, two_window_dataset, caplog):
     trained.metadata["data"] = trained.metadata["data"] | {"fingerprint": "0" * 32}
     try:
         with pytest.raises(ModelMismatchError, match="retrain"):
-            trained.check_data(dataset, strict=True)
+            trained.check_data(two_window_dataset, strict=True)
         with caplog.at_level(logging.WARNING):
-            trained.check_data(dataset, strict=False)
+            trained.check_data(two_window_dataset, strict=False)
         assert "data files" in caplog.text
         with pytest.raises(ModelMismatchError, match="catalogue"):
-            trained.check_data(dataclasses.replace(dataset, catalogue=dataset.catalogue[::-1]), strict=False)
+            trained.check_data(
+                dataclasses.replace(two_window_dataset, catalogue=two_window_dataset.catalogue[::-1]), strict=False
+            )
     finally:
-        trained.metadata["data"] = trained.metadata["data"] | {"fingerprint": dataset.fingerprint}
+        trained.metadata["data"] = trained.metadata["data"] | {"fingerprint": two_window_dataset.fingerprint}
