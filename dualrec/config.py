@@ -80,6 +80,7 @@ SPLITS = ("train", "val", "test")
 # Matching written titles to MovieLens movies (dualrec.grounding.matching): precision first, a title below these is unmatched.
 MATCH_THRESHOLD = 95.0  # rapidfuzz `ratio` (0-100) between the normalized written title and a MovieLens title key
 MATCH_YEAR_TOLERANCE = 1  # a written year may differ from MovieLens's by this much (release vs. production year)
+MATCH_TYPO_EDITS = 1  # edits in a misspelt word of a close spelling ("Matrixx"; a swap of two letters, "Kahn", is one)
 
 
 @dataclass(frozen=True)

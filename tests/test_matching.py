@@ -105,6 +105,71 @@ def test_a_close_spelling_matches_with_its_score(index):
     assert index.match("The Matrix").score == 100.0
 
 
+# Real titles (titles only, no ratings) whose near misses the matcher must tell apart.
+NEAR_MISS_TITLES = [
+    ("Crow: City of Angels, The (1996)", "Action|Thriller"),
+    ("City of Angels (1998)", "Romance"),
+    ("Raiders of the Lost Ark (1981)", "Action|Adventure"),
+    ("Indiana Jones and the Last Crusade (1989)", "Action|Adventure"),
+    ("Matrix, The (1999)", "Action|Sci-Fi|Thriller"),
+    ("Toy Story (1995)", "Animation|Children's|Comedy"),
+    ("Toy Story 2 (1999)", "Animation|Children's|Comedy"),
+    ("Star Trek: The Wrath of Khan (1982)", "Action|Adventure|Sci-Fi"),
+    ("Free Willy 2: The Adventure Home (1995)", "Adventure|Children's|Drama"),
+    ("Around the World in 80 Days (1956)", "Adventure|Comedy"),
+    ("Austin Powers: International Man of Mystery (1997)", "Comedy"),
+    ("Austin Powers: The Spy Who Shagged Me (1999)", "Comedy"),
+    ("Cocoon: The Return (1988)", "Comedy|Sci-Fi"),
+    ("Nightmare Before Christmas, The (1993)", "Children's|Comedy|Musical"),
+    ("Schindler's List (1993)", "Drama|War"),
+    ("Once Upon a Time in the West (1969)", "Western"),
+]
+
+
+@pytest.fixture(scope="module")
+def near(tmp_path_factory) -> TitleIndex:
+    path = tmp_path_factory.mktemp("near") / "movies.dat"
+    lines = [f"{number}::{title}::{genres}" for number, (title, genres) in enumerate(NEAR_MISS_TITLES, start=1)]
+    path.write_text("\n".join(lines) + "\n", encoding="latin-1")
+    return TitleIndex(read_movies(path))
+
+
+def test_a_close_spelling_differs_by_typos_only(near):
+    assert movie_of(near, "Star Trek: The Wrath of Kahn", 1982) == "Star Trek: The Wrath of Khan (1982)"  # letters swapped
+    assert movie_of(near, "Raiders of the Lost Arc", 1981) == "Raiders of the Lost Ark (1981)"
+    assert movie_of(near, "Once Upon a Time in the East", 1968) is None  # another word, however close the spelling
+    assert movie_of(near, "Austin Powers: International Woman of Mystery", 1997) is None
+    assert movie_of(near, "Indiana Jones and the Raiders of the Lost Temple", 1981) is None
+
+
+def test_words_before_a_title_must_be_a_series_or_a_credit(near):
+    assert movie_of(near, "In the City of Angels", 1996) is None  # not "The Crow: City of Angels"
+    assert movie_of(near, "Return to the Matrix", 1999) is None
+    assert movie_of(near, "Toy Story: The Matrix", 1999) is None  # a series of no genre of the movie's
+    assert movie_of(near, "Indiana Jones and the Raiders of the Lost Ark", 1981) == "Raiders of the Lost Ark (1981)"
+    nightmare = "Nightmare Before Christmas, The (1993)"
+    assert movie_of(near, "Tim Burton's The Nightmare Before Christmas") == nightmare
+    assert movie_of(near, "Schindler's List") == "Schindler's List (1993)"
+    assert movie_of(near, "Neo's Matrix", 1999) is None  # a credit is dropped only before 2+ content words
+
+
+def test_a_series_number_may_be_written_or_left_out_before_a_subtitle_only(near):
+    assert movie_of(near, "Star Trek II: The Wrath of Khan") == "Star Trek: The Wrath of Khan (1982)"
+    assert movie_of(near, "Free Willy: The Adventure Home", 1995) == "Free Willy 2: The Adventure Home (1995)"
+    assert movie_of(near, "Cocoon II: The Return", 1988) == "Cocoon: The Return (1988)"
+    assert movie_of(near, "Free Willy 3: The Adventure Home") is None  # two different numbers
+    assert movie_of(near, "Around the World in Days", 1956) is None  # a number inside a title is one of its words
+    assert movie_of(near, "Toy Story 4", 1999) is None and movie_of(near, "The Matrix 2") is None
+
+
+def test_a_subtitle_or_series_alone_names_one_movie_or_none(near):
+    assert movie_of(near, "City of Angels", 1996) is None  # the whole title of City of Angels (1998)
+    assert movie_of(near, "City of Angels", 1998) == "City of Angels (1998)"
+    assert movie_of(near, "Austin Powers", 1998) is None  # both films are within a year
+    assert movie_of(near, "Austin Powers", 1999) == "Austin Powers: The Spy Who Shagged Me (1999)"
+    assert movie_of(near, "The Return", 1988) is None  # a subtitle of one content word names nothing
+
+
 def test_dataset_indexes_are_built_once(dataset):
     assert title_index(dataset) is title_index(dataset)
     assert len(title_index(dataset)) == len(dataset.movies)
