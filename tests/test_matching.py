@@ -194,7 +194,7 @@ def test_resolve_titles_reads_a_semicolon_list_and_names_every_unknown(dataset):
         resolve_titles(dataset, " ; ")
 
 
-# ---- the realistic answer set (tests/answers/) on the real movies.dat, when it is here -----------------------------
+# ---- the realistic answer set (tests/answers/) on the real movies.dat: realdata tests (--run-realdata) -------------
 
 ANSWERS = load_answers()
 
@@ -204,6 +204,7 @@ def real_index(real_data_dir) -> TitleIndex:
     return TitleIndex(read_movies(real_data_dir / "movies.dat"))
 
 
+@pytest.mark.realdata
 @pytest.mark.parametrize("answer", ANSWERS, ids=lambda a: a.id)
 def test_every_answer_of_the_set_matches_as_expected(real_index, answer):
     ids = {raw: movie_id for movie_id, raw in real_index.raw_titles.items()}
@@ -213,12 +214,14 @@ def test_every_answer_of_the_set_matches_as_expected(real_index, answer):
         assert found in ((None, meant) if expected.miss else (meant,)), expected
 
 
+@pytest.mark.realdata
 def test_the_matcher_is_precise_on_the_answer_set(real_index):
     quality, wrong = evaluate(real_index, ANSWERS)
     assert wrong == [] and quality.precision == 1.0
     assert quality.recall >= 0.98, quality.missed
 
 
+@pytest.mark.realdata
 def test_every_movielens_movie_matches_itself_in_the_answer_format(real_data_dir, real_index):
     movies = read_movies(real_data_dir / "movies.dat")
     ids = movies.index.tolist()
