@@ -21,9 +21,9 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-# Fast tests only (what to run while editing).
+# Fast tests only (what to run while editing): no slow, real-data or embedded-model (llm) tests, no model to build.
 test-fast: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not llm"
 
 setup: $(STAMP)
 

@@ -82,6 +82,7 @@ class ScriptedBackend(LLMBackend):
 # ---- Recommend -----------------------------------------------------------------------------------------------------
 
 
+@pytest.mark.llm
 def test_a_test_user_with_the_lstm_pick_and_both_columns_streaming_the_embedded_model(app_env):
     at = run()
     assert [h.value for h in at.header] == ["1 · History", "2 · LSTM", "3 · Prompt", "4 · Two models", "5 · Genre overlap"]
@@ -106,6 +107,7 @@ def test_a_test_user_with_the_lstm_pick_and_both_columns_streaming_the_embedded_
     assert len(recorded) == 2 and {r.settings["seed"] for r in recorded} == {0, 1} and all(r.answer for r in recorded)
 
 
+@pytest.mark.llm
 def test_presentation_mode_replays_the_recorded_answers(app_env):
     at = run()
     at = generate(at)  # recorded (again) for this prompt and settings
