@@ -41,6 +41,7 @@ PRIMARY, ALTERNATE, SUBTITLE, PREFIX = range(4)
 _SUPERSCRIPTS = str.maketrans({s: f" {d}" for s, d in zip("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")})
 _JOINED = re.compile(r"['’`´.]")  # removed without a space: "Schindler's" = "Schindlers", "L.A." = "LA"
 _NON_WORD = re.compile(r"[^a-z0-9]+")
+_DIGIT = re.compile(r"\d")
 _ROMAN = {"ii": "2", "iii": "3", "iv": "4", "v": "5", "vi": "6", "vii": "7", "viii": "8", "ix": "9", "x": "10"}
 _NUMBER_WORDS = {
     word: str(number)
@@ -86,7 +87,7 @@ def numbers_of(key: str) -> frozenset[str]:
 
 
 def without_numbers(key: str) -> str:
-    return " ".join(word for word in key.split() if not word.isdigit())
+    return " ".join(word for word in key.split() if not word.isdigit()) if _DIGIT.search(key) else key
 
 
 def content_words(key: str) -> list[str]:
