@@ -6,11 +6,20 @@ scattered literal elsewhere in the code.
 
 from __future__ import annotations
 
+import functools
+import math
+import numbers
 import os
-from dataclasses import asdict, dataclass, field
+import types
+import typing
+from collections.abc import Sequence
+from dataclasses import MISSING, Field, asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any, NamedTuple
 
 from platformdirs import user_cache_dir, user_data_dir
+
+from dualrec.errors import ConfigError
 
 APP_NAME = "dualrec"
 
@@ -83,32 +92,162 @@ MATCH_YEAR_TOLERANCE = 1  # a written year may differ from MovieLens's by this m
 MATCH_TYPO_EDITS = 1  # edits in a misspelt word of a close spelling ("Matrixx"; a swap of two letters, "Kahn", is one)
 
 
+# ---- options: the dataclasses below say, field by field, what each accepts and how the command line offers it --------
+
+
+@dataclass(frozen=True)
+class Bounds:
+    """The numbers an option accepts: from `low` (above it when `open_low`, for bounds without `high`) up to `high`
+    (below it when `open_high`)."""
+
+    low: float
+    high: float | None = None
+    open_low: bool = False
+    open_high: bool = False
+
+    def admits(self, value: float) -> bool:
+        above = value > self.low or (value == self.low and not self.open_low)
+        below = self.high is None or value < self.high or (value == self.high and not self.open_high)
+        return above and below
+
+    def __str__(self) -> str:
+        if self.high is None:
+            return f"{'above' if self.open_low else 'at least'} {self.low}"
+        return f"from {self.low} to {'below ' if self.open_high else ''}{self.high}"
+
+
+AT_LEAST_0 = Bounds(0)
+AT_LEAST_1 = Bounds(1)
+ABOVE_0 = Bounds(0, open_low=True)
+DROPOUT = Bounds(0, 1, open_high=True)
+SEED = Bounds(0, 2**32 - 1)  # what numpy's and Keras's seeding accept
+
+
+class Kind(NamedTuple):
+    """The type of an option's value: a scalar (int, float, str, bool), maybe None, maybe a tuple of scalars."""
+
+    scalar: type
+    optional: bool = False
+    length: int | None = None  # a tuple's length, 0 for any length from one up; None: a single value
+
+
+WORDS = {int: "a whole number", float: "a finite number", str: "a name", bool: "true or false"}
+
+
+def option(
+    default: Any = MISSING,
+    help_text: str = "",
+    bounds: Bounds | None = None,
+    choices: Sequence[str] = (),
+    flag: str = "",
+) -> Any:
+    """A dataclass field with the values it accepts; with `help_text` it is also a command-line option, `--field-name`
+    unless `flag` names it otherwise (dualrec.commands.common.add_field_options adds it, HfArgumentParser's way)."""
+    return field(default=default, metadata={"help": help_text, "bounds": bounds, "choices": tuple(choices), "flag": flag})
+
+
+def option_name(item: Field) -> str:
+    """How messages name a field: its command-line flag when it is an option, else its own name."""
+    if not item.metadata.get("help"):
+        return item.name
+    return item.metadata["flag"] or "--" + item.name.replace("_", "-")
+
+
+@functools.cache
+def field_kinds(cls: type) -> dict[str, Kind]:
+    """The Kind of each field of an options dataclass, read from its annotations."""
+    kinds = {}
+    for name, hint in typing.get_type_hints(cls).items():
+        optional = typing.get_origin(hint) in (typing.Union, types.UnionType)
+        hint = next(arg for arg in typing.get_args(hint) if arg is not type(None)) if optional else hint
+        if typing.get_origin(hint) is tuple:
+            items = typing.get_args(hint)
+            kinds[name] = Kind(items[0], optional, 0 if items[-1] is Ellipsis else len(items))
+        else:
+            kinds[name] = Kind(hint, optional)
+    return kinds
+
+
+def fits(value: Any, scalar: type) -> bool:
+    """Whether a value is of the scalar type (numpy numbers count; a bool is no number; floats are finite)."""
+    if scalar is bool:
+        return isinstance(value, bool)
+    if scalar in (int, float) and isinstance(value, bool):
+        return False
+    if scalar is float:
+        return isinstance(value, numbers.Real) and math.isfinite(value)
+    return isinstance(value, numbers.Integral if scalar is int else scalar)
+
+
+def option_problem(name: str, value: Any, kind: Kind, bounds: Bounds | None = None, choices: Sequence[str] = ()) -> str | None:
+    """What is wrong with one option's value, in a sentence that names the option and what it accepts; None if nothing."""
+    accepted = f"one of {', '.join(choices)}" if choices else f"{WORDS[kind.scalar]} {bounds or ''}".strip()
+
+    def good(item: Any) -> bool:
+        return fits(item, kind.scalar) and (bounds is None or bounds.admits(item)) and (not choices or item in choices)
+
+    if (value is None and kind.optional) or (kind.scalar is str and kind.length is None and not choices):
+        return None  # free text (a name, a path) is not checked
+    if kind.length is None:
+        if good(value):
+            return None
+        if fits(value, kind.scalar) and not choices:
+            accepted = str(bounds)  # the right type, out of range
+    else:
+        sized = isinstance(value, tuple) and (len(value) == kind.length if kind.length else len(value) > 0)
+        if sized and all(map(good, value)):
+            return None
+        accepted = f"{kind.length or 'one or more'} values, each {accepted}"
+    return f"{name} must be {accepted}, not {value!r}"
+
+
+def check_options(options: Any, what: str, *problems: str | None) -> None:
+    """Raise ConfigError naming every field of an options dataclass outside what it accepts (and the other problems)."""
+    kinds = field_kinds(type(options))
+    found = [
+        option_problem(
+            option_name(item),
+            getattr(options, item.name),
+            kinds[item.name],
+            item.metadata.get("bounds"),
+            item.metadata.get("choices", ()),
+        )
+        for item in fields(options)
+    ]
+    found = [problem for problem in (*found, *problems) if problem]
+    if found:
+        raise ConfigError(f"Invalid {what} options: {'; '.join(found)}.")
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How ratings become the catalogue, the windows and the split (docs/design.md §2)."""
 
-    catalogue_size: int = 1000
-    window: int = 30
-    max_windows_per_user: int = 30
-    split_fractions: tuple[float, float, float] = (0.70, 0.15, 0.15)
-    split_seed: int = 42
-    split_mode: str = "user"
-    title_max_tokens: int = 10
-    negatives: int = 19
-    negative_seeds: tuple[int, ...] = (0, 1, 2, 3, 4)
+    catalogue_size: int = option(1000, bounds=AT_LEAST_1)
+    window: int = option(30, bounds=AT_LEAST_1)
+    max_windows_per_user: int = option(30, "most recent windows kept per user", AT_LEAST_1, flag="--windows-per-user")
+    split_fractions: tuple[float, float, float] = option((0.70, 0.15, 0.15), bounds=AT_LEAST_0)
+    split_seed: int = option(42, "seed of the user split", SEED)
+    split_mode: str = option("user", "split users or, as the poster did, windows", choices=SPLIT_MODES)
+    title_max_tokens: int = option(10, bounds=AT_LEAST_1)
+    negatives: int = option(19, bounds=AT_LEAST_1)
+    negative_seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), bounds=SEED)
 
     def __post_init__(self) -> None:
-        if self.split_mode not in SPLIT_MODES:
-            raise ValueError(f"split mode must be one of {', '.join(SPLIT_MODES)}, not {self.split_mode!r}")
-        if abs(sum(self.split_fractions) - 1.0) > 1e-9 or min(self.split_fractions) < 0:
-            raise ValueError(f"split fractions must be non-negative and sum to 1, not {self.split_fractions}")
-        if self.window < 1 or self.max_windows_per_user < 1 or self.catalogue_size < 1:
-            raise ValueError("window, windows per user and catalogue size must be at least 1")
+        fractions = self.split_fractions  # each fraction is checked on its own, their sum here
+        numbers_given = isinstance(fractions, tuple) and all(fits(fraction, float) for fraction in fractions)
+        off = numbers_given and abs(sum(fractions) - 1.0) > 1e-9
+        check_options(self, "data", f"split_fractions must sum to 1, not {fractions!r}" if off else None)
 
     @property
     def min_user_ratings(self) -> int:
         """A user needs one full window plus its target to be eligible."""
         return self.window + 1
+
+    @property
+    def scored_protocols(self) -> tuple[str, str]:
+        """The protocols of scoring systems on this data: `full`, and `sampled-N` (the target + N - 1 negatives)."""
+        return ("full", f"sampled-{self.negatives + 1}")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -122,24 +261,25 @@ LSTM_MONITORS = ("val_loss", "val_hr@5")
 class LSTMConfig:
     """The multi-modal LSTM of docs/design.md §3 and how it is trained ("public" = the poster's public code)."""
 
-    variant: str = "poster"
-    item_dim: int = 128
-    title_dim: int = 64
-    lstm_units: tuple[int, int] = (256, 128)
-    dropout: float = 0.3
-    learning_rate: float = 1e-3
-    batch_size: int = 128
-    epochs: int = 40  # upper bound; early stopping ends training sooner
-    patience: int = 3
-    monitor: str = "val_loss"
-    max_minutes: float | None = None  # stop before an epoch that would end past this budget
-    seed: int = 42
+    variant: str = option(
+        "poster", "the poster's model or the public code's (genres through Dense 64, extra Dense 256)", choices=LSTM_VARIANTS
+    )
+    item_dim: int = option(128, bounds=AT_LEAST_1)
+    title_dim: int = option(64, bounds=AT_LEAST_1)
+    lstm_units: tuple[int, int] = option((256, 128), bounds=AT_LEAST_1)
+    dropout: float = option(0.3, bounds=DROPOUT)
+    learning_rate: float = option(1e-3, bounds=ABOVE_0)
+    batch_size: int = option(128, bounds=AT_LEAST_1)
+    epochs: int = option(40, "most epochs; early stopping ends training sooner", AT_LEAST_1)
+    patience: int = option(3, bounds=AT_LEAST_0)
+    monitor: str = option("val_loss", "early-stopping quantity", choices=LSTM_MONITORS)
+    max_minutes: float | None = option(
+        None, "time budget in minutes: no epoch starts that would end past it (default: none)", ABOVE_0
+    )
+    seed: int = option(42, "random seed", SEED)
 
     def __post_init__(self) -> None:
-        if self.variant not in LSTM_VARIANTS:
-            raise ValueError(f"LSTM variant must be one of {', '.join(LSTM_VARIANTS)}, not {self.variant!r}")
-        if self.monitor not in LSTM_MONITORS:
-            raise ValueError(f"early-stopping monitor must be one of {', '.join(LSTM_MONITORS)}, not {self.monitor!r}")
+        check_options(self, "LSTM")
 
     def as_dict(self) -> dict:
         return asdict(self)
@@ -163,7 +303,7 @@ LSTM_PROFILES = {"quick": LSTMConfig(epochs=3), "full": LSTMConfig()}
 
 # The evaluation harness: cut-offs, protocols and the bootstrap behind every interval.
 EVAL_KS = (1, 5, 10)
-EVAL_PROTOCOLS = ("full", "sampled-20")
+EVAL_PROTOCOLS = DataConfig().scored_protocols  # with the default negatives: full, sampled-20
 BOOTSTRAP_SAMPLES = 1000
 BOOTSTRAP_SEED = 0
 

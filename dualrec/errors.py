@@ -15,3 +15,7 @@ class UnknownUserError(DualrecError):
 
 class UnknownTitleError(DualrecError):
     """A title that cannot be found in the MovieLens catalogue."""
+
+
+class ConfigError(DualrecError):
+    """An option outside the values it accepts; the message names the option (its flag) and what it accepts."""

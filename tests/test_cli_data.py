@@ -1,6 +1,7 @@
 """The `dualrec data` commands, run as a user runs them (a real subprocess for the entry point)."""
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -53,3 +54,19 @@ def test_python_dash_m_runs_the_same_command(ml_dir):
         check=True,
     )
     assert json.loads(done.stdout)["users"] == 300
+
+
+def test_a_corrupt_ratings_file_is_one_line_on_stderr(ml_dir, tmp_path):
+    """As a user runs it: the project's message alone, no pandas warning before it (a bad line deep in a large file)."""
+    folder = tmp_path / "ml"
+    shutil.copytree(ml_dir, folder)
+    ratings = folder / "ratings.dat"
+    first = ratings.read_text().splitlines()[0]
+    ratings.write_text(f"{first}\n" * 150_000 + "1::x::3::4\n")  # long enough that pandas reads chunks of mixed types
+    done = subprocess.run(
+        [sys.executable, "-m", "dualrec", "data", "stats", "--no-cache", "--data-dir", str(folder)],
+        capture_output=True,
+        text=True,
+    )
+    message = f"{ratings}, line 150001: expected UserID::MovieID::Rating::Timestamp in whole numbers, found '1::x::3::4'"
+    assert done.returncode == 2 and done.stderr.splitlines() == [f"dualrec: error: {message}"]

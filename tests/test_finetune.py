@@ -10,7 +10,7 @@ import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.commands import finetune as finetune_command
-from dualrec.errors import DualrecError
+from dualrec.errors import ConfigError, DualrecError
 from dualrec.finetune.examples import (
     IGNORE,
     PROFILES,
@@ -149,16 +149,17 @@ def test_command_line_options_override_the_profile():
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (["--steps", "0"], "--steps 0 (at least 1)"),
-        (["--lr", "-1", "--batch-size", "0"], "--batch-size 0 (at least 1); --lr -1.0 (above 0)"),
-        (["--dropout", "1"], "--dropout 1.0 (from 0 to below 1)"),
-        (["--target-modules", " , "], "--target-modules empty"),
+        (["--steps", "0"], "--steps must be at least 1, not 0."),
+        (["--lr", "-1", "--batch-size", "0"], "--lr must be above 0, not -1.0; --batch-size must be at least 1, not 0."),
+        (["--dropout", "1"], "--dropout must be from 0 to below 1, not 1.0."),
+        (["--target-modules", " , "], "--target-modules must be one or more values, each a name, not ()."),
+        (["--seed", "-1"], "--seed must be from 0 to 4294967295, not -1."),
     ],
 )
 def test_impossible_options_are_refused_before_any_work(argv, message):
     parser = argparse.ArgumentParser()
     finetune_command.register(parser.add_subparsers())
-    with pytest.raises(DualrecError, match="Invalid fine-tuning options: " + re.escape(message)):
+    with pytest.raises(ConfigError, match=re.escape("Invalid fine-tuning options: " + message) + "$"):
         finetune_command.finetune_options(parser.parse_args(["finetune", *argv]))
 
 

@@ -1,4 +1,5 @@
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -46,8 +47,9 @@ def test_missing_file_says_what_is_expected_and_how_to_get_it(broken_copy):
 @pytest.mark.parametrize(
     ("file", "line", "pattern"),
     [
-        ("ratings.dat", "1::2::3", r"ratings\.dat.*line 5"),
-        ("ratings.dat", "1::2::3::4::5", r"ratings\.dat.*line 5"),
+        ("ratings.dat", "1::2::3", r"ratings\.dat, line 5: expected .* in whole numbers, found '1::2::3'$"),
+        ("ratings.dat", "1::2::3::4::5", r"ratings\.dat, line 5: expected .* in whole numbers, found '1::2::3::4::5'$"),
+        ("ratings.dat", "\x7fELF\x02\xd0\x00", r"ratings\.dat, line 5: expected .* found '\\x7fELF\\x02Ð\\x00'$"),
         ("ratings.dat", "1::x::3::4", r"ratings\.dat, line 5: expected .* in whole numbers"),
         ("ratings.dat", "1::2::9::4", r"ratings\.dat, line 5: rating must be 1 to 5"),
         ("ratings.dat", "1::2:3::4", r"ratings\.dat, line 5: expected"),
@@ -65,6 +67,19 @@ def test_malformed_line_names_file_and_line(broken_copy, file, line, pattern):
     path.write_bytes(("\n".join(lines) + "\n").encode("latin-1"))
     with pytest.raises(DataError, match=pattern):
         read_movielens(broken_copy)
+
+
+def test_a_bad_line_deep_in_a_large_ratings_file_is_reported_without_a_pandas_warning(broken_copy):
+    path = broken_copy / "ratings.dat"
+    first = path.read_text().splitlines()[0]
+    path.write_text(f"{first}\n" * 150_000 + "1::x::3::4\n")  # long enough that pandas reads it in chunks of mixed types
+    with warnings.catch_warnings(record=True) as caught, pytest.raises(DataError) as raised:
+        warnings.simplefilter("always")
+        read_movielens(broken_copy)
+    assert str(raised.value).endswith(
+        "ratings.dat, line 150001: expected UserID::MovieID::Rating::Timestamp in whole numbers, found '1::x::3::4'"
+    )
+    assert [str(warning.message) for warning in caught] == []
 
 
 def test_empty_ratings_file_is_reported(broken_copy):

@@ -6,6 +6,7 @@ import argparse
 import time
 
 from dualrec.commands.common import add_data_options, data_config, print_json
+from dualrec.config import DataConfig
 from dualrec.data.dataset import Dataset, describe_user, load_dataset
 
 
@@ -23,8 +24,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     show.set_defaults(handler=run_show)
 
 
-def load(args: argparse.Namespace) -> Dataset:
-    return load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
+def load(args: argparse.Namespace, config: DataConfig | None = None) -> Dataset:
+    """The dataset of --data-dir with the data options (`config`: those options when already read)."""
+    return load_dataset(args.data_dir, config or data_config(args), use_cache=not args.no_cache)
 
 
 def run_stats(args: argparse.Namespace) -> None:

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 from pathlib import Path
 
-from dualrec.commands.common import add_data_options
+from dualrec.commands.common import (
+    add_data_options,
+    add_field_options,
+    check_folder,
+    check_option,
+    data_config,
+    options_from_args,
+)
 from dualrec.commands.data import load
+from dualrec.config import AT_LEAST_1
 from dualrec.finetune.examples import PROFILES, FinetuneOptions, dump_examples, one_per_user
-from dualrec.grounding.prompts import TEMPLATES
 from dualrec.llm import DEFAULT_PRESET, PRESETS
 
 PROFILE_HELP = (
@@ -18,9 +24,23 @@ PROFILE_HELP = (
     "(default %(default)s)"
 )
 
+TRAINING_OPTIONS = (
+    "learning_rate",
+    "max_steps",
+    "epochs",
+    "batch_size",
+    "grad_accum",
+    "max_length",
+    "seed",
+    "examples_per_user",
+    "val_examples",
+    "eval_steps",
+    "save_steps",
+    "template",
+)
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    defaults = FinetuneOptions()
     local = ", ".join(name for name, preset in PRESETS.items() if preset.engine != "openai")
     parser = subparsers.add_parser(
         "finetune", help="Stage 3: train a LoRA adapter of a local LLM on the training users' next movies"
@@ -39,63 +59,36 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--dump-examples", type=int, metavar="N", help="print N training examples as the model reads them, then exit"
     )
-    parser.add_argument(
-        "--lstm-dir", help="trained LSTM whose top-1 goes into every prompt (default: <DUALREC_HOME>/models/lstm)"
-    )
+    add_field_options(parser, FinetuneOptions, ("lstm_dir",), PROFILES)
     lora = parser.add_argument_group("LoRA (each option overrides the profile)")
-    lora.add_argument("--r", type=int, help=f"rank (default {defaults.r})")
-    lora.add_argument("--alpha", type=int, help=f"scaling alpha (default {defaults.alpha})")
-    lora.add_argument("--dropout", type=float, help=f"dropout (default {defaults.dropout})")
-    lora.add_argument("--target-modules", help=f"comma-separated layer names (default {','.join(defaults.target_modules)})")
-    lora.add_argument(
-        "--4bit",
-        dest="four_bit",
-        action=argparse.BooleanOptionalAction,
-        help="base in 4-bit NF4 (QLoRA); needs CUDA (default: on with CUDA, off on a CPU)",
-    )
+    add_field_options(lora, FinetuneOptions, ("r", "alpha", "dropout", "target_modules", "four_bit"), PROFILES)
     train = parser.add_argument_group("training (each option overrides the profile)")
-    train.add_argument("--lr", dest="learning_rate", type=float, help="learning rate")
-    train.add_argument("--steps", dest="max_steps", type=int, help="optimizer steps (instead of --epochs)")
-    train.add_argument("--epochs", type=float, help="passes over the training examples (when no --steps)")
-    train.add_argument("--batch-size", type=int, help="examples per forward pass")
-    train.add_argument("--grad-accum", type=int, help="forward passes per optimizer step")
-    train.add_argument("--max-length", type=int, help=f"tokens per example, prompt included (default {defaults.max_length})")
-    train.add_argument(
-        "--seed", type=int, help=f"seed of the order, the initialisation and the validation users (default {defaults.seed})"
-    )
-    train.add_argument("--examples-per-user", type=int, help="examples cut from each training user's sequence, most recent first")
-    train.add_argument("--val-examples", type=int, help="validation users (one example each)")
-    train.add_argument("--eval-steps", type=int, help="steps between validation losses")
-    train.add_argument("--save-steps", type=int, help="steps between checkpoints")
-    train.add_argument(
-        "--template", choices=TEMPLATES, help=f"prompt template (default {defaults.template}, as in the freeform evaluation)"
-    )
+    add_field_options(train, FinetuneOptions, TRAINING_OPTIONS, PROFILES)
     parser.set_defaults(handler=run)
 
 
 def finetune_options(args: argparse.Namespace) -> FinetuneOptions:
     """The profile's options with every option given on the command line."""
-    names = [field.name for field in dataclasses.fields(PROFILES[args.profile])]
-    given = {name: getattr(args, name) for name in names if getattr(args, name, None) is not None}
-    if "target_modules" in given:
-        given["target_modules"] = tuple(name.strip() for name in given["target_modules"].split(",") if name.strip())
-    return dataclasses.replace(PROFILES[args.profile], **given)
+    return options_from_args(PROFILES[args.profile], args)
 
 
 def run(args: argparse.Namespace) -> None:
-    from dualrec.finetune.training import base_tokenizer, train_adapter  # torch and TensorFlow load
+    options, data = finetune_options(args), data_config(args)  # bad options stop here, before torch and TensorFlow load
+    check_option("--dump-examples", args.dump_examples, AT_LEAST_1)
+    from dualrec.finetune.training import base_tokenizer, train_adapter
     from dualrec.llm.peft_backend import adapter_dir, base_preset
-    from dualrec.ranking.lstm import load_lstm  # only when a command runs
+    from dualrec.ranking.lstm import load_lstm
 
-    options = finetune_options(args)
-    dataset = load(args)
-    lstm = load_lstm(options.lstm_dir, dataset)
-    if args.dump_examples:
-        examples = one_per_user(dataset, "train", lstm, options, args.dump_examples)
-        print(dump_examples(base_tokenizer(base_preset(options.base)), examples, options.max_length))
-        return
+    preset = base_preset(options.base)  # an unknown base or an API model stops here, before the data and the models load
     name = args.out or f"adapters/{Path(options.base).name}-lora"
     out = adapter_dir(name)
+    check_folder("--out", out)
+    dataset = load(args, data)
+    lstm = load_lstm(options.lstm_dir, dataset)
+    if args.dump_examples is not None:
+        examples = one_per_user(dataset, "train", lstm, options, args.dump_examples)
+        print(dump_examples(base_tokenizer(preset), examples, options.max_length))
+        return
     metadata = train_adapter(dataset, lstm, options, out, args.resume)
     losses = ", ".join(
         f"{what} loss {metadata[key]:.4f}"

@@ -7,8 +7,10 @@ import sys
 
 import pandas as pd
 
-from dualrec.commands.common import add_data_options, data_config, print_json
-from dualrec.data.dataset import Dataset, load_dataset
+from dualrec.commands.common import add_data_options, check_option, data_config, print_json
+from dualrec.commands.data import load
+from dualrec.config import AT_LEAST_1
+from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
 from dualrec.grounding.matching import resolve_titles
 from dualrec.grounding.pipeline import user_history
@@ -50,11 +52,11 @@ def history_items(dataset: Dataset, args: argparse.Namespace) -> list[int]:
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.k < 1:
-        raise DualrecError("--k must be at least 1.")
-    from dualrec.ranking.lstm import load_lstm  # TensorFlow loads only when needed
+    check_option("--k", args.k, AT_LEAST_1)
+    data = data_config(args)  # bad options stop here, before TensorFlow loads
+    from dualrec.ranking.lstm import load_lstm
 
-    dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
+    dataset = load(args, data)
     items = history_items(dataset, args)
     ranking = load_lstm(args.model, dataset).top_k(items, args.k)
     movies = dataset.catalogue_movies.iloc[ranking.items]

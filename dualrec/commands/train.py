@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
-from dualrec.commands.common import add_data_options, data_config, positive_minutes
-from dualrec.config import LSTM_MONITORS, LSTM_PROFILES, LSTM_VARIANTS, LSTMConfig
-from dualrec.data.dataset import load_dataset
+from dualrec.commands.common import (
+    add_data_options,
+    add_field_options,
+    check_folder,
+    data_config,
+    options_from_args,
+    positive_minutes,
+)
+from dualrec.commands.data import load
+from dualrec.config import LSTM_PROFILES, LSTMConfig
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -23,34 +29,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         default="full",
         help="quick: 3 epochs for a first run; full: up to 40 epochs, early stopping (default)",
     )
-    lstm.add_argument("--epochs", type=int, help="most epochs (overrides the profile)")
-    lstm.add_argument("--seed", type=int, help=f"random seed (default {LSTMConfig.seed})")
-    lstm.add_argument(
-        "--variant",
-        choices=LSTM_VARIANTS,
-        help="poster (default) or the public code's (genres through Dense 64, extra Dense 256)",
-    )
-    lstm.add_argument("--monitor", choices=LSTM_MONITORS, help="early-stopping quantity (default val_loss)")
-    lstm.add_argument("--max-minutes", type=positive_minutes, help="time budget: no epoch starts that would end past it")
+    options = ("epochs", "seed", "variant", "monitor", "max_minutes")
+    add_field_options(lstm, LSTMConfig, options, LSTM_PROFILES, types={"max_minutes": positive_minutes})
     lstm.set_defaults(handler=run_lstm)
 
 
 def lstm_config(args: argparse.Namespace) -> LSTMConfig:
-    overrides = {
-        "epochs": args.epochs,
-        "seed": args.seed,
-        "variant": args.variant,
-        "monitor": args.monitor,
-        "max_minutes": args.max_minutes,
-    }
-    return dataclasses.replace(LSTM_PROFILES[args.profile], **{k: v for k, v in overrides.items() if v is not None})
+    """The profile's configuration with the options given on the command line."""
+    return options_from_args(LSTM_PROFILES[args.profile], args)
 
 
 def run_lstm(args: argparse.Namespace) -> None:
-    from dualrec.ranking.lstm import default_model_dir, train_lstm  # TensorFlow loads only when needed
+    config, data = lstm_config(args), data_config(args)  # bad options stop here, before TensorFlow loads
+    check_folder("--out", args.out)
+    from dualrec.ranking.lstm import default_model_dir, train_lstm
 
-    config = lstm_config(args)
-    dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
+    dataset = load(args, data)
     print(
         f"Training the {config.variant} LSTM on {len(dataset.windows['train']):,} windows (validation "
         f"{len(dataset.windows['val']):,}), seed {config.seed}"

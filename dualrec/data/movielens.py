@@ -6,6 +6,8 @@ A malformed line is an error that names the file and the line; a missing file sa
 from __future__ import annotations
 
 import hashlib
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -119,26 +121,35 @@ def read_users(path: Path) -> pd.DataFrame:
     return users.set_index("user_id", drop=False).sort_index()
 
 
+RATINGS_FIELDS = "UserID::MovieID::Rating::Timestamp"
+RATINGS_LINE = re.compile(r"\d+::\d+::\d+::\d+")
+
+
+def malformed_ratings(path: Path) -> DataError:
+    """The error naming the first line of ratings.dat that is not four whole numbers separated by '::' (slow: a
+    line-by-line scan, only once the fast reader has failed)."""
+    with open(path, encoding="latin-1") as handle:
+        for number, line in enumerate(handle, start=1):
+            line = line.rstrip("\r\n")
+            if line and not RATINGS_LINE.fullmatch(line):
+                return DataError(f"{path}, line {number}: expected {RATINGS_FIELDS} in whole numbers, found {line[:80]!r}")
+    return DataError(f"{path}: unreadable; expected lines of {RATINGS_FIELDS} in whole numbers")
+
+
 def read_ratings(path: Path) -> pd.DataFrame:
     """ratings.dat: UserID::MovieID::Rating::Timestamp, read with pandas' C parser and then validated."""
-    fields = "UserID::MovieID::Rating::Timestamp"
     try:
-        # Splitting on ':' turns '::' into an empty field between each pair of values: 7 columns, 4 of them data.
-        raw = pd.read_csv(path, sep=":", header=None, engine="c")
-    except pd.errors.ParserError as error:
-        raise DataError(f"{path}: malformed line ({error}); expected {fields}") from None
+        with warnings.catch_warnings():  # a bad line mixes types in its column; it is reported below, not warned about
+            warnings.simplefilter("ignore", pd.errors.DtypeWarning)
+            # Splitting on ':' turns '::' into an empty field between each pair of values: 7 columns, 4 of them data.
+            raw = pd.read_csv(path, sep=":", header=None, engine="c", encoding="latin-1")
+    except pd.errors.ParserError:
+        raise malformed_ratings(path) from None
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; expected lines of {fields}") from None
-    if raw.shape[1] != 7:
-        raise DataError(f"{path}, line 1: expected {fields}")
-    separators_bad = raw[[1, 3, 5]].notna().any(axis=1).to_numpy()
-    values = raw[[0, 2, 4, 6]]
-    if separators_bad.any() or not all(pd.api.types.is_integer_dtype(t) for t in values.dtypes):
-        numbers_bad = values.apply(pd.to_numeric, errors="coerce").isna().any(axis=1).to_numpy()
-        line = int(np.flatnonzero(separators_bad | numbers_bad)[0])
-        raise DataError(
-            f"{path}, line {line + 1}: expected {fields} in whole numbers, found {':'.join(map(str, raw.iloc[line]))!r}"
-        )
+        raise DataError(f"{path} is empty; expected lines of {RATINGS_FIELDS}") from None
+    values = raw[[0, 2, 4, 6]] if raw.shape[1] == 7 else None
+    if values is None or raw[[1, 3, 5]].notna().any(axis=None) or not all(map(pd.api.types.is_integer_dtype, values.dtypes)):
+        raise malformed_ratings(path)
     ratings = pd.DataFrame(
         {
             "user_id": values[0].astype(np.int32),

@@ -15,16 +15,17 @@ imports neither torch nor transformers.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from dualrec.config import DEFAULT_PRESET, FREEFORM_TEMPLATE
+from dualrec.config import ABOVE_0, AT_LEAST_1, DEFAULT_PRESET, DROPOUT, FREEFORM_TEMPLATE, SEED, check_options, option
 from dualrec.data.dataset import Dataset, pad_history, sequence_bounds
 from dualrec.errors import DualrecError
-from dualrec.grounding.prompts import POSTER_HISTORY, build_prompt, format_answer
+from dualrec.grounding.prompts import POSTER_HISTORY, TEMPLATES, build_prompt, format_answer
 from dualrec.llm.reasoning import CLOSE, OPEN
 
 if TYPE_CHECKING:
@@ -43,51 +44,37 @@ class TopOne(Protocol):
     def top1(self, histories: np.ndarray) -> np.ndarray: ...
 
 
-def option_flag(field_name: str) -> str:
-    """The `dualrec finetune` option that sets a FinetuneOptions field."""
-    return {"learning_rate": "--lr", "max_steps": "--steps"}.get(field_name, "--" + field_name.replace("_", "-"))
-
-
 @dataclass(frozen=True)
 class FinetuneOptions:
     """LoRA (the poster's defaults), the training loop and the examples; `four_bit` None: on CUDA yes, on a CPU no."""
 
-    base: str = DEFAULT_PRESET
-    r: int = 8
-    alpha: int = 16
-    dropout: float = 0.05
-    target_modules: tuple[str, ...] = ("q_proj", "v_proj")
-    learning_rate: float = 2e-4
-    max_steps: int | None = None  # None: train for `epochs`
-    epochs: float = 1.0
-    batch_size: int = 4
-    grad_accum: int = 4
-    max_length: int = 384  # 99% of the examples fit whole in SmolLM2's template
-    seed: int = 42
-    examples_per_user: int = 4
-    val_examples: int = 200
-    eval_steps: int = 100
-    save_steps: int = 100
-    template: str = FREEFORM_TEMPLATE  # the freeform evaluation's
-    four_bit: bool | None = None
-    lstm_dir: str | None = None
+    base: str = DEFAULT_PRESET  # `dualrec finetune --base` lists the local presets
+    r: int = option(8, "rank", AT_LEAST_1)
+    alpha: int = option(16, "scaling alpha", AT_LEAST_1)
+    dropout: float = option(0.05, "dropout", DROPOUT)
+    target_modules: tuple[str, ...] = option(("q_proj", "v_proj"), "comma-separated layer names")
+    learning_rate: float = option(2e-4, "learning rate", ABOVE_0, flag="--lr")
+    max_steps: int | None = option(None, "optimizer steps (instead of --epochs)", AT_LEAST_1, flag="--steps")
+    epochs: float = option(1.0, "passes over the training examples (when no --steps)", ABOVE_0)
+    batch_size: int = option(4, "examples per forward pass", AT_LEAST_1)
+    grad_accum: int = option(4, "forward passes per optimizer step", AT_LEAST_1)
+    max_length: int = option(384, "tokens per example, prompt included", AT_LEAST_1)  # 99% fit whole in SmolLM2's template
+    seed: int = option(42, "seed of the order, the initialisation and the validation users", SEED)
+    examples_per_user: int = option(4, "examples cut from each training user's sequence, most recent first", AT_LEAST_1)
+    val_examples: int = option(200, "validation users (one example each)", AT_LEAST_1)
+    eval_steps: int = option(100, "steps between validation losses", AT_LEAST_1)
+    save_steps: int = option(100, "steps between checkpoints", AT_LEAST_1)
+    template: str = option(FREEFORM_TEMPLATE, "prompt template, as in the freeform evaluation", choices=TEMPLATES)
+    four_bit: bool | None = option(
+        None, "base in 4-bit NF4 (QLoRA); needs CUDA (default: on with CUDA, off on a CPU)", flag="--4bit"
+    )
+    lstm_dir: str | None = option(None, "trained LSTM whose top-1 goes into every prompt (default: <DUALREC_HOME>/models/lstm)")
 
     def __post_init__(self) -> None:
-        counts = ("r", "batch_size", "grad_accum", "max_length", "examples_per_user", "val_examples", "eval_steps", "save_steps")
-        wrong = [f"{option_flag(name)} {getattr(self, name)} (at least 1)" for name in counts if getattr(self, name) < 1]
-        if self.max_steps is not None and self.max_steps < 1:
-            wrong.append(f"{option_flag('max_steps')} {self.max_steps} (at least 1)")
-        wrong += [
-            f"{option_flag(name)} {getattr(self, name)} (above 0)"
-            for name in ("alpha", "learning_rate", "epochs")
-            if not getattr(self, name) > 0
-        ]
-        if not 0 <= self.dropout < 1:
-            wrong.append(f"{option_flag('dropout')} {self.dropout} (from 0 to below 1)")
-        if not self.target_modules:
-            wrong.append(f"{option_flag('target_modules')} empty (name at least one layer)")
-        if wrong:
-            raise DualrecError(f"Invalid fine-tuning options: {'; '.join(wrong)}.")
+        names = self.target_modules if isinstance(self.target_modules, tuple) else ()  # not a tuple: check_options says so
+        odd = [name for name in names if not re.fullmatch(r"[\w.]+", str(name))]
+        layers = f"--target-modules must be layer names (letters, digits, '_', '.'), not {', '.join(odd)}" if odd else None
+        check_options(self, "fine-tuning", layers)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
