@@ -17,7 +17,7 @@ from dualrec.app.tables import (
     poster_table,
 )
 from dualrec.config import EVAL_KS
-from dualrec.evaluation.harness import POSTER_CAVEAT, POSTER_METRICS
+from dualrec.evaluation.results import POSTER_CAVEAT, POSTER_METRICS
 
 METRICS = [f"{name}@{k}" for name in ("HR", "NDCG") for k in EVAL_KS]
 

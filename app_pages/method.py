@@ -7,7 +7,7 @@ from pathlib import Path
 import streamlit as st
 
 from dualrec.config import MATCH_THRESHOLD, MATCH_YEAR_TOLERANCE, PROMPT_K, DataConfig
-from dualrec.evaluation.harness import POSTER_CAVEAT
+from dualrec.evaluation.results import POSTER_CAVEAT
 from dualrec.grounding.prompts import HEADER, PICK, POSTER_HISTORY, REQUEST
 
 DIAGRAM = Path(__file__).resolve().parents[1] / "assets" / "method.svg"

@@ -13,7 +13,7 @@ from dualrec.app import tables as app_data
 from dualrec.app.streaming import LiveAnswer
 from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError, UnknownUserError
-from dualrec.evaluation.harness import POSTER_RESULTS, result_entry, results_document, write_results
+from dualrec.evaluation.results import POSTER_RESULTS, result_entry, results_document, write_results
 from dualrec.grounding.matching import Match
 from dualrec.grounding.pipeline import Stage2Result, prepare_prompt
 

@@ -20,7 +20,7 @@ from dualrec.app.comparison import SharedModel
 from dualrec.app.recordings import Recording, RecordingStore
 from dualrec.config import paths
 from dualrec.data.dataset import load_dataset
-from dualrec.evaluation.harness import result_entry, results_document, write_results
+from dualrec.evaluation.results import result_entry, results_document, write_results
 from dualrec.llm import GenerationSettings, LLMBackend, Message
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

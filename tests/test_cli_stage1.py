@@ -9,7 +9,7 @@ import pytest
 from dualrec.cli import main
 from dualrec.commands import train
 from dualrec.data.dataset import load_dataset
-from dualrec.evaluation.harness import read_results
+from dualrec.evaluation.results import read_results
 from tests.test_sequential import TINY
 
 # Fewer windows per user keep training fast; every command below reads the data the same way.

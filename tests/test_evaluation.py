@@ -1,4 +1,5 @@
-"""The harness: protocols on hand-made cases, leak checks on the fixture, MostPop, and the results file."""
+"""The harness: protocols on hand-made cases, leak checks on the fixture, MostPop, one call for any mix of systems
+and protocols, and the results file."""
 
 from __future__ import annotations
 
@@ -9,24 +10,17 @@ from dualrec.config import DataConfig
 from dualrec.data.dataset import Windows, load_dataset
 from dualrec.errors import DualrecError
 from dualrec.evaluation.harness import (
-    POSTER_RESULTS,
     evaluate,
     evaluate_system,
-    markdown_table,
     ranks_full,
     ranks_of_lists,
     ranks_sampled,
-    read_results,
     top_lists,
     watched_before,
-    write_results,
 )
+from dualrec.evaluation.results import POSTER_RESULTS, markdown_table, read_results, write_results
+from dualrec.ranking.base import ListRecommender, RankedLists, Recommender
 from dualrec.ranking.registry import load_system, new_system, system_names
-
-
-@pytest.fixture(scope="module")
-def dataset(ml_dir):
-    return load_dataset(ml_dir, DataConfig(max_windows_per_user=2))
 
 
 class Fixed:
@@ -40,6 +34,24 @@ class Fixed:
 
     def score(self, histories, users):
         return self.scores(histories)
+
+
+class TopTen:
+    """A test list system: the ten best unwatched items of a scoring system, as one ranked list per case."""
+
+    name, options = "top ten", {"k": 10}
+
+    def __init__(self, scores):
+        self.scores = scores
+
+    def rank_cases(self, dataset, cases, progress):
+        lists = top_lists(self.scores(cases.histories), watched_before(dataset, cases)).tolist()
+        return RankedLists(cases, lists, figures={"listed": 10}, seconds={"ranking": 0.0})
+
+
+def random_scores(dataset):
+    """Fixed scores without ties, one row per test case."""
+    return lambda histories: np.random.default_rng(0).random((len(histories), dataset.catalogue_size))
 
 
 def test_full_ranks_skip_watched_movies():
@@ -138,7 +150,7 @@ def test_mostpop_counts_training_users_only(dataset):
 
 def test_evaluation_is_deterministic_and_round_trips(dataset, tmp_path):
     def run():
-        return evaluate(["mostpop"], dataset, lambda name: load_system(name, dataset), samples=100)
+        return evaluate(["mostpop"], dataset, samples=100)
 
     first, second = run(), run()
     assert first["results"] == [{**e, "seconds": f["seconds"]} for e, f in zip(second["results"], first["results"])]
@@ -164,3 +176,45 @@ def test_registry_names_and_unknown_system():
 def test_poster_table_is_complete():
     assert len(POSTER_RESULTS) == 15 and POSTER_RESULTS[0]["system"] == "MostPop"
     assert all({"HR@1", "HR@5", "NDCG@1", "NDCG@5", "protocol"} <= set(row) for row in POSTER_RESULTS)
+
+
+def test_one_call_runs_names_and_objects_under_the_protocols_that_apply(dataset):
+    """A scoring system and its own top ten as a list system agree on every metric up to 10; what does not apply
+    to a system is skipped and said so."""
+    scores = random_scores(dataset)
+    assert isinstance(Fixed("x", scores), Recommender) and isinstance(TopTen(scores), ListRecommender)
+    document = evaluate(["mostpop", Fixed("scores", scores), TopTen(scores)], dataset, ["full", "freeform"], samples=50)
+    rows = {(entry["system"], entry["protocol"]): entry for entry in document["results"]}
+    assert list(rows) == [("mostpop", "full"), ("scores", "full"), ("top ten", "freeform")]
+    assert rows["top ten", "freeform"]["metrics"] == rows["scores", "full"]["metrics"]
+    listed = rows["top ten", "freeform"]
+    assert listed["extra"] == {"listed": 10, "cases_drawn": len(dataset.cases["test"]), "cases_total": len(dataset.cases["test"])}
+    assert listed["options"] == {"k": 10} and listed["lists"] == rows["scores", "full"]["lists"]
+    assert document["skipped"] == [
+        {"system": "mostpop", "protocol": "freeform"},
+        {"system": "scores", "protocol": "freeform"},
+        {"system": "top ten", "protocol": "full"},
+    ]
+    assert document["options"]["systems"] == ["mostpop", "scores", "top ten"]
+
+
+def test_the_sampled_protocol_is_named_by_its_candidates(ml_dir):
+    nine = load_dataset(ml_dir, DataConfig(negatives=9, negative_seeds=(0, 1)))
+    full, sampled = evaluate(["mostpop"], nine, samples=20)["results"]
+    assert (full["protocol"], sampled["protocol"]) == ("full", "sampled-10")
+    assert sampled["extra"]["candidates"] == "target + 9 never-rated" and len(sampled["metrics"]["HR@1"]["per_seed"]) == 2
+    with pytest.raises(DualrecError, match="Unknown protocol sampled-20; choose from full, sampled-10, freeform"):
+        evaluate(["mostpop"], nine, ["sampled-20"])
+
+
+@pytest.mark.parametrize(
+    ("systems", "protocols", "message"),
+    [
+        (["mostpop", "nope"], None, "Unknown system nope"),
+        ([], None, r"Unknown system \(none given\)"),
+        (["mostpop"], [], "none given"),
+    ],
+)
+def test_bad_names_are_refused_before_any_work(dataset, systems, protocols, message):
+    with pytest.raises(DualrecError, match=message):
+        evaluate(systems, dataset, protocols)

@@ -17,7 +17,7 @@ from dualrec.app.comparison import SharedModel, adapter_partner, plan_columns
 from dualrec.app.recordings import RecordingStore
 from dualrec.cli import main
 from dualrec.config import paths
-from dualrec.evaluation.freeform import shared_backends
+from dualrec.evaluation.freeform import llm_answers
 from dualrec.finetune import training
 from dualrec.finetune.examples import FinetuneOptions
 from dualrec.finetune.training import CHECKPOINTS, train_adapter
@@ -264,6 +264,6 @@ def test_the_app_serves_a_base_beside_its_adapter_from_one_copy_of_the_weights(t
 
 def test_the_evaluation_answers_a_base_and_its_adapter_from_one_model(trained, tiny):
     adapter = f"{tiny}+{trained[0]}"
-    backends = shared_backends([tiny, adapter, "deepseek-v3"])  # a model without its adapter beside it loads on its own
-    assert set(backends) == {tiny, adapter}
-    assert backends[tiny].model is backends[adapter].model and not backends[tiny].adapter and backends[adapter].adapter
+    base, tuned, alone = llm_answers([tiny, adapter, "deepseek-v3"])  # a model without its adapter beside it loads on its own
+    assert alone.backend is None and (base.model, tuned.model) == (tiny, adapter)
+    assert base.backend.model is tuned.backend.model and not base.backend.adapter and tuned.backend.adapter

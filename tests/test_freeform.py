@@ -1,6 +1,9 @@
-"""The `freeform` protocol: seeded subsamples, rankings from matched answers, the figures and the saved answers."""
+"""The `freeform` protocol: LLMAnswers, a list system: seeded subsamples, rankings from matched answers, the figures
+and the saved answers; the notebook call of dualrec.evaluation's docstring."""
 
+import dataclasses
 import json
+import shutil
 import threading
 from collections.abc import Iterator
 
@@ -8,9 +11,11 @@ import numpy as np
 import pytest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
+from dualrec.config import FREEFORM, paths
 from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import DualrecError
-from dualrec.evaluation.freeform import FREEFORM, FreeformOptions, evaluate_freeform, sample_cases
+from dualrec.evaluation import LLMAnswers, evaluate, markdown_table
+from dualrec.evaluation.freeform import sample_cases
 from dualrec.evaluation.harness import watched_before
 from dualrec.grounding.pipeline import prepare_prompt
 from dualrec.grounding.prompts import format_answer
@@ -39,23 +44,28 @@ def test_subsamples_are_seeded_sorted_and_bounded(dataset):
         sample_cases(cases, 0, 0)
 
 
-def oracle_answers(dataset, cases, options: FreeformOptions) -> dict[str, str]:
+def freeform_entry(dataset, system: LLMAnswers) -> dict:
+    """The results row of one list system under `freeform`."""
+    return evaluate([system], dataset, [FREEFORM], samples=50)["results"][0]
+
+
+def oracle_answers(dataset, cases, system: LLMAnswers) -> dict[str, str]:
     """For every case: a hallucination, a movie watched before the target, then the target."""
     watched = watched_before(dataset, cases)
     answers = {}
     for row, (window, target) in enumerate(zip(cases.histories, cases.targets)):
         history = dataset.catalogue[window[window != PAD_ITEM]].tolist()
-        prompt = prepare_prompt(dataset, history, None, options.template, options.k).text
+        prompt = prepare_prompt(dataset, history, None, system.template, system.k).text
         seen = int(dataset.catalogue[np.flatnonzero(watched[row])[0]])
         answers[prompt] = "1. The Night Circus (2017)\n" + format_answer(dataset.movies, [seen, int(dataset.catalogue[target])])
     return answers
 
 
 def test_the_target_named_after_a_hallucination_and_a_watched_movie_ranks_first(dataset, tmp_path):
-    options = FreeformOptions(model="oracle", limit=12, lstm_dir=str(tmp_path / "no-lstm"))
-    cases = sample_cases(dataset.cases["test"], options.limit, options.limit_seed)
-    backend = OracleBackend(oracle_answers(dataset, cases, options))
-    entry = evaluate_freeform(dataset, options, answers_path=tmp_path / "answers.jsonl", backend=backend, samples=50)
+    system = LLMAnswers("oracle", limit=12, lstm_dir=str(tmp_path / "no-lstm"), answers=tmp_path / "answers.jsonl")
+    cases = sample_cases(dataset.cases["test"], system.limit, system.limit_seed)
+    backend = OracleBackend(oracle_answers(dataset, cases, system))
+    entry = freeform_entry(dataset, dataclasses.replace(system, backend=backend))
     assert entry["protocol"] == FREEFORM and entry["system"] == "DUALRec, oracle" and entry["cases"] == 12
     assert entry["metrics"]["HR@1"]["value"] == 1.0 and entry["metrics"]["NDCG@10"]["value"] == 1.0
     extra = entry["extra"]
@@ -68,15 +78,14 @@ def test_the_target_named_after_a_hallucination_and_a_watched_movie_ranks_first(
 
 
 def test_a_model_that_says_nothing_ranks_nothing(dataset, tmp_path):
-    options = FreeformOptions(model="mute", limit=5, lstm_dir=str(tmp_path))
-    entry = evaluate_freeform(dataset, options, backend=OracleBackend({}), samples=50)
+    entry = freeform_entry(dataset, LLMAnswers("mute", limit=5, lstm_dir=str(tmp_path), backend=OracleBackend({})))
     assert entry["metrics"]["HR@10"]["value"] == 0.0
     assert entry["extra"]["empty_answers"] == 5 and entry["extra"]["answers_with_a_valid_title"] == 0.0
 
 
+@pytest.mark.llm
 def test_the_embedded_model_runs_the_protocol(dataset, tmp_path):
-    options = FreeformOptions(model="smollm2-135m", limit=2, k=3, max_new_tokens=24, lstm_dir=str(tmp_path))
-    entry = evaluate_freeform(dataset, options, samples=50)
+    entry = freeform_entry(dataset, LLMAnswers("smollm2-135m", limit=2, k=3, max_new_tokens=24, lstm_dir=str(tmp_path)))
     assert entry["cases"] == 2 and entry["options"]["settings"]["max_new_tokens"] == 24
     assert set(entry["metrics"]) == {f"{m}@{k}" for m in ("HR", "NDCG") for k in (1, 5, 10)}
     assert entry["seconds"]["per_answer"] > 0
@@ -84,4 +93,25 @@ def test_the_embedded_model_runs_the_protocol(dataset, tmp_path):
 
 def test_an_unknown_model_is_a_clear_error(dataset, tmp_path):
     with pytest.raises(DualrecError, match="unknown model preset"):
-        evaluate_freeform(dataset, FreeformOptions(model="no-such-model", limit=1, lstm_dir=str(tmp_path)))
+        freeform_entry(dataset, LLMAnswers("no-such-model", limit=1, lstm_dir=str(tmp_path)))
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_the_notebook_call_of_the_docstring(dataset, tiny_lstm_dir, tmp_path, monkeypatch):
+    """LSTM + MostPop + the embedded LLM in one call, as dualrec.evaluation's docstring shows it (the LSTM where
+    `dualrec train lstm` saves it)."""
+    monkeypatch.setenv("DUALREC_HOME", str(tmp_path))
+    shutil.copytree(tiny_lstm_dir, paths().lstm)
+    document = evaluate(["lstm", "mostpop", LLMAnswers("smollm2-135m", limit=20)], dataset, ["full", "sampled-20", "freeform"])
+    rows = [(entry["system"], entry["protocol"]) for entry in document["results"]]
+    assert rows == [
+        ("lstm", "full"),
+        ("lstm", "sampled-20"),
+        ("mostpop", "full"),
+        ("mostpop", "sampled-20"),
+        ("DUALRec, smollm2-135m", "freeform"),
+    ]
+    answered = document["results"][-1]
+    assert answered["cases"] == 20 and answered["options"]["lstm_pick"] and answered["extra"]["answers"] == 20
+    assert len(document["skipped"]) == 4 and markdown_table(document["results"]).count("\n") == 6

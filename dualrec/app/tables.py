@@ -21,7 +21,7 @@ from dualrec.config import FINETUNE_COMMAND, GENRES, DataConfig
 from dualrec.data.dataset import Dataset, choose_catalogue, describe_user
 from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
-from dualrec.evaluation.harness import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
+from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
 from dualrec.grounding.pipeline import Stage2Result, user_history
 from dualrec.llm import DEFAULT_PRESET, PRESETS, adapter_on
 from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL

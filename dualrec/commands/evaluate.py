@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
-from functools import partial
 from pathlib import Path
 
 from dualrec.commands.common import MODEL_HELP, add_data_options, data_config, positive_minutes
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM_K, FREEFORM_TEMPLATE, paths
-from dualrec.data.dataset import Dataset, load_dataset
+from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, FREEFORM_K, FREEFORM_TEMPLATE, paths
+from dualrec.data.dataset import load_dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation.freeform import FREEFORM, FreeformOptions, evaluate_freeform, shared_backends
-from dualrec.evaluation.harness import evaluate, markdown_table, read_results, write_results
+from dualrec.evaluation.freeform import llm_answers
+from dualrec.evaluation.harness import evaluate
+from dualrec.evaluation.results import markdown_table, read_results, write_results
 from dualrec.grounding.prompts import TEMPLATES
-from dualrec.llm import DEFAULT_PRESET, LLMBackend
-from dualrec.ranking.registry import load_system, system_names
+from dualrec.llm import DEFAULT_PRESET
+from dualrec.ranking.registry import system_names
+
+LLM_OPTIONS = ("template", "k", "limit", "limit_seed", "max_new_tokens", "lstm_dir", "sample_seed")  # of LLMAnswers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -28,11 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--systems", default="lstm,mostpop", help=f"comma-separated, from: {', '.join(system_names())} (default %(default)s)"
     )
+    full, sampled = EVAL_PROTOCOLS
     parser.add_argument(
         "--protocol",
         default=",".join(EVAL_PROTOCOLS),
-        help="comma-separated: full (all movies, watched excluded), sampled-20 (target + 19 never-rated, 5 seeds) (default: "
-        "both)",
+        help=f"comma-separated: {full} (all movies, watched excluded), {sampled} (the target among itself and never-rated "
+        f"movies, per negative seed), {FREEFORM} (the answers of --model) (default %(default)s)",
     )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="whose cases (default %(default)s)")
     parser.add_argument("--out", help="results JSON (default: <DUALREC_HOME>/results/evaluate-<time>.json)")
@@ -48,17 +50,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(handler=run)
     table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
     table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
-    table.add_argument("--protocol", help="only rows of this protocol (full, sampled-20, freeform)")
+    table.add_argument("--protocol", help=f"only rows of this protocol ({', '.join((*EVAL_PROTOCOLS, FREEFORM))})")
     table.add_argument("--no-intervals", action="store_true", help="values only, without the bootstrap intervals")
     table.set_defaults(handler=show_results)
-
-
-def names(text: str, allowed: list[str] | tuple[str, ...], what: str) -> list[str]:
-    chosen = [name.strip() for name in text.split(",") if name.strip()]
-    unknown = [name for name in chosen if name not in allowed]
-    if unknown or not chosen:
-        raise DualrecError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}.")
-    return chosen
 
 
 def add_freeform_options(parser: argparse.ArgumentParser) -> None:
@@ -80,37 +74,8 @@ def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def freeform_entry(args: argparse.Namespace, dataset: Dataset, out: str | Path, backend: LLMBackend | None = None) -> dict:
-    """The `freeform` results entry of args.model (on `backend` when given); its answers are saved beside `out`."""
-    options = FreeformOptions(
-        args.model, args.template, args.k, args.limit, args.limit_seed, args.max_new_tokens, args.lstm_dir, args.sample_seed
-    )
-    out = Path(out)
-    answers = out.with_name(f"{out.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', args.model)}.jsonl")
-    return evaluate_freeform(
-        dataset,
-        options,
-        args.split,
-        answers,
-        args.bootstrap,
-        args.seed,
-        progress=lambda m: print(m, file=sys.stderr),
-        backend=backend,
-    )
-
-
-def freeform_entries(args: argparse.Namespace, dataset: Dataset, out: str | Path) -> list[dict]:
-    """One row per model of --model, on the same cases; a base and its adapter share one loaded model."""
-    models = [model.strip() for model in args.model.split(",") if model.strip()]
-    backends = shared_backends(models)
-    try:
-        return [
-            freeform_entry(argparse.Namespace(**{**vars(args), "model": model}), dataset, out, backends.get(model))
-            for model in models
-        ]
-    finally:
-        for backend in backends.values():
-            backend.close()
+def comma_list(text: str) -> list[str]:
+    return [name.strip() for name in text.split(",") if name.strip()]
 
 
 def show_results(args: argparse.Namespace) -> None:
@@ -124,35 +89,29 @@ def show_results(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    systems = names(args.systems, system_names(), "system")
-    protocols = names(args.protocol, EVAL_PROTOCOLS + (FREEFORM,), "protocol")
-    scored = [protocol for protocol in protocols if protocol != FREEFORM]
+    protocols = comma_list(args.protocol)
     dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
-    loader = partial(load_system, dataset=dataset, lstm_dir=args.lstm_dir, budget_minutes=args.baseline_minutes)
+    out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    systems = comma_list(args.systems)
+    if FREEFORM in protocols:
+        systems += llm_answers(comma_list(args.model), out, **{name: getattr(args, name) for name in LLM_OPTIONS})
     document = evaluate(
-        systems if scored else [],
+        systems,
         dataset,
-        loader,
+        protocols,
         args.split,
-        scored,
         args.bootstrap,
         args.seed,
+        args.lstm_dir,
+        args.baseline_minutes,
         progress=lambda message: print(message, file=sys.stderr),
     )
-    document["options"] = {
-        "systems": systems,
-        "protocols": protocols,
-        "split": args.split,
-        "data_dir": args.data_dir,
-        "lstm_dir": args.lstm_dir,
-        "baseline_minutes": args.baseline_minutes,
-    }
-    out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    if FREEFORM in protocols:
-        document["results"] += freeform_entries(args, dataset, out)
+    document["options"]["data_dir"] = args.data_dir
     path = write_results(document, out)
+    skipped = ", ".join(f"{row['system']} ({row['protocol']})" for row in document["skipped"])
     print(markdown_table(document["results"]))
     print(
         f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% "
         f"bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}"
+        + (f"\nSkipped, as the protocol does not apply: {skipped}" if skipped else "")
     )

@@ -1,35 +1,37 @@
-"""The `freeform` protocol (docs/design.md §2): DUALRec stage 2 answers the test cases in free text.
-
-Each case's prompt holds its window (the LSTM's input; the target is never in it) and the LSTM's top-1 when a trained
-LSTM exists. The answer is parsed and matched to MovieLens; its matched movies, in the answer's order, minus
-duplicates, movies outside the catalogue and movies the user watched before the target, are the ranking that the
-harness's shared code turns into HR and NDCG (evaluation.ranks_of_lists, evaluation.result_entry). Unmatched titles
-are hallucinations, reported as a rate. No answer is ever shown to any step; every answer is saved for inspection.
+"""The `freeform` protocol (docs/design.md §2): `LLMAnswers`, a list system (ranking.base.ListRecommender) in which
+one model answers each case in free text. The prompt holds the case's window (the target is never in it) and the
+LSTM's top-1 when a trained LSTM exists. The answer's titles matched to MovieLens, in order, minus duplicates, movies
+outside the catalogue and movies watched before the target, are the case's ranked list, which the harness turns into
+HR and NDCG. Unmatched titles are hallucinations, reported as a rate. No answer is ever shown to any step; every
+answer can be saved for inspection.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import re
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, FREEFORM, FREEFORM_K, FREEFORM_TEMPLATE
+from dualrec.config import FREEFORM_K, FREEFORM_TEMPLATE
 from dualrec.data.dataset import PAD_ITEM, Dataset, Windows
-from dualrec.data.features import genre_matrix
 from dualrec.errors import DualrecError
-from dualrec.evaluation.harness import LIST_LENGTH, ranks_of_lists, result_entry, watched_before
-from dualrec.grounding.pipeline import Stage2Result, interpret, load_trained_lstm, prepare_prompt, run_stage2
+from dualrec.evaluation.harness import ranks_of_lists, watched_before
+from dualrec.grounding.pipeline import Stage2Prompt, Stage2Result, interpret, load_trained_lstm, prepare_prompt, run_stage2
 from dualrec.llm import EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, adapter_on, load_backend
+from dualrec.ranking.base import Progress, RankedLists
 
 
 @dataclass(frozen=True)
-class FreeformOptions:
-    model: str
+class LLMAnswers:
+    """One model's answers as a list system: `LLMAnswers("smollm2-135m", limit=20)`."""
+
+    model: str  # a preset, a local folder or .gguf path, or PRESET+ADAPTER_FOLDER
     template: str = FREEFORM_TEMPLATE
     k: int = FREEFORM_K
     limit: int | None = None  # a seeded subsample of the cases (the same cases for every model)
@@ -37,6 +39,44 @@ class FreeformOptions:
     max_new_tokens: int | None = None  # None: the preset's
     lstm_dir: str | None = None
     sample_seed: int | None = None  # None: greedy decoding (repeatable); else the preset's sampling with this seed
+    answers: str | Path | None = None  # a JSON-lines file that keeps every answer
+    backend: LLMBackend | None = field(default=None, repr=False)  # a loaded model (left open); else loaded and closed
+
+    @property
+    def name(self) -> str:
+        return f"DUALRec, {self.model}"
+
+    @property
+    def options(self) -> dict:
+        chosen = {item.name: getattr(self, item.name) for item in dataclasses.fields(self) if item.name != "backend"}
+        return chosen | {"answers": self.answers and str(self.answers)}
+
+    def rank_cases(self, dataset: Dataset, cases: Windows, progress: Progress = lambda m: None) -> RankedLists:
+        """Stage 2 on (a subsample of) the cases: each answer's catalogue items in order, and the answers' figures (the
+        system's own backend stays open; one it loads is closed)."""
+        cases = sample_cases(cases, self.limit, self.limit_seed)
+        prompts, note = case_prompts(dataset, cases, self)
+        if note:
+            progress(f"note: {note}")
+        started = time.perf_counter()
+        backend = self.backend or loaded(self.model)
+        load_seconds = time.perf_counter() - started
+        length = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
+        settings = dataclasses.replace(backend.settings, greedy=self.sample_seed is None, seed=self.sample_seed, **length)
+        try:
+            results = answer_prompts(dataset, backend, prompts, settings, progress)
+        except LLMError as error:
+            raise DualrecError(f"{self.model}: {error}") from None
+        finally:
+            if self.backend is None:
+                backend.close()
+        lists = ranked_items(dataset, cases, results)
+        if self.answers:
+            save_answers(Path(self.answers), cases, results, ranks_of_lists(lists, cases.targets))
+        figures = answer_figures(dataset, results, lists)
+        answering = {"answers": round(sum(r.seconds for r in results), 2), "per_answer": round(figures["seconds_per_answer"], 3)}
+        run = {"lstm_pick": note is None, "settings": asdict(settings), "engine": type(backend).__name__}
+        return RankedLists(cases, lists, figures, run, {"load": round(load_seconds, 2)} | answering)
 
 
 def sample_cases(cases: Windows, limit: int | None, seed: int) -> Windows:
@@ -48,34 +88,26 @@ def sample_cases(cases: Windows, limit: int | None, seed: int) -> Windows:
     return cases.take(np.sort(np.random.default_rng(seed).choice(len(cases), size=limit, replace=False)))
 
 
-def lstm_picks(dataset: Dataset, cases: Windows, lstm_dir: str | None) -> tuple[list[int | None], str | None]:
-    """The LSTM's top-1 movie per case (one batch), or Nones and the note that says there is no trained LSTM."""
-    lstm, note = load_trained_lstm(dataset, lstm_dir)
-    if lstm is None:
-        return [None] * len(cases), note
-    return [int(m) for m in dataset.catalogue[lstm.top1(cases.histories)]], None
+def case_prompts(dataset: Dataset, cases: Windows, system: LLMAnswers) -> tuple[list[Stage2Prompt], str | None]:
+    """Each case's prompt (its window and the LSTM's top-1, one batch), and the note that says when no LSTM is trained."""
+    lstm, note = load_trained_lstm(dataset, system.lstm_dir)
+    picks = [None] * len(cases) if lstm is None else dataset.catalogue[lstm.top1(cases.histories)].tolist()
+    histories = [dataset.catalogue[window[window != PAD_ITEM]].tolist() for window in cases.histories]
+    return [prepare_prompt(dataset, history, pick, system.template, system.k) for history, pick in zip(histories, picks)], note
 
 
-def answer_cases(
-    dataset: Dataset,
-    backend: LLMBackend,
-    cases: Windows,
-    picks: list[int | None],
-    options: FreeformOptions,
-    settings: GenerationSettings,
-    progress: Callable[[str], None] = lambda message: None,
+def answer_prompts(
+    dataset: Dataset, backend: LLMBackend, prompts: list[Stage2Prompt], settings: GenerationSettings, progress: Progress
 ) -> list[Stage2Result]:
-    """Stage 2 on every case; an empty answer counts as an answer without titles."""
+    """Stage 2 on every prompt; an empty answer counts as an answer without titles."""
     results = []
-    for number, (window, pick) in enumerate(zip(cases.histories, picks), start=1):
-        history = dataset.catalogue[window[window != PAD_ITEM]].tolist()
-        prompt = prepare_prompt(dataset, history, pick, options.template, options.k)
+    for number, prompt in enumerate(prompts, start=1):
         started = time.perf_counter()
         try:
             results.append(run_stage2(dataset, backend, prompt, settings))
         except EmptyAnswerError:
             results.append(interpret(dataset, prompt, "", time.perf_counter() - started))
-        progress(f"{backend.name}: {number}/{len(cases)} answers")
+        progress(f"{backend.name}: {number}/{len(prompts)} answers")
     return results
 
 
@@ -106,111 +138,39 @@ def answer_figures(dataset: Dataset, results: list[Stage2Result], lists: list[li
     }
 
 
-def padded(lists: list[list[int]], length: int = LIST_LENGTH) -> np.ndarray:
-    """(n, length) items, cut or padded with -1 (the harness's empty slot)."""
-    return np.array([(items + [-1] * length)[:length] for items in lists], dtype=np.int64).reshape(len(lists), length)
-
-
-def save_answers(path: Path, cases: Windows, results: list[Stage2Result], ranks: np.ndarray) -> Path:
+def save_answers(path: Path, cases: Windows, results: list[Stage2Result], ranks: np.ndarray) -> None:
     """One JSON line per case: whose case it was, where the target ranked, and the whole Stage 2 result."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as out:
         for user, rank, result in zip(cases.users, ranks, results):
             record = {"user": int(user), "target_rank": None if np.isinf(rank) else int(rank)} | result.as_dict()
             out.write(json.dumps(record) + "\n")
-    return path
 
 
-def decoding(preset: GenerationSettings, options: FreeformOptions) -> GenerationSettings:
-    """The preset's settings, decoded greedily unless a sampling seed is given, with the options' length limit."""
-    length = {"max_new_tokens": options.max_new_tokens} if options.max_new_tokens else {}
-    return dataclasses.replace(preset, greedy=options.sample_seed is None, seed=options.sample_seed, **length)
+def loaded(model: str) -> LLMBackend:
+    """A model spec's backend, or a DualrecError that names the model."""
+    try:
+        return load_backend(model)
+    except LLMError as error:
+        raise DualrecError(f"{model}: {error}") from None
 
 
-def shared_backends(models: list[str]) -> dict[str, LLMBackend]:
-    """One loaded model for a base and its adapter both in `models` ('P' and 'P+A'): the adapter's backend and its
-    base view (adapter switched off), so the two answer on the same weights with the same engine."""
+def answers_file(results: Path, model: str) -> Path:
+    """Where a model's answers are kept beside a results file."""
+    return results.with_name(f"{results.stem}-freeform-{re.sub(r'[^a-zA-Z0-9_.-]+', '_', model)}.jsonl")
+
+
+def llm_answers(models: Sequence[str], results: str | Path | None = None, **options) -> list[LLMAnswers]:
+    """One list system per model, with the same options (so the same cases); with `results`, each keeps its answers
+    beside that results file. A base and its adapter both among them ('P' and 'P+A') share one loaded model: the
+    adapter's backend and its base view (adapter switched off), so the two answer on the same weights and engine."""
     backends: dict[str, LLMBackend] = {}
     for base in models:
-        adapter = adapter_on(base, models)
-        if adapter and adapter not in backends:
-            try:
-                backends[adapter] = load_backend(adapter)
-            except LLMError as error:
-                raise DualrecError(f"{adapter}: {error}") from None
+        if (adapter := adapter_on(base, models)) and adapter not in backends:
+            backends[adapter] = loaded(adapter)
             backends[base] = backends[adapter].base()
-    return backends
-
-
-def generate_answers(
-    dataset: Dataset,
-    cases: Windows,
-    picks: list[int | None],
-    options: FreeformOptions,
-    progress: Callable[[str], None],
-    backend: LLMBackend | None = None,
-) -> tuple[list[Stage2Result], GenerationSettings, float, str]:
-    """Every case's Stage 2 result, the settings used, the model's load time and its engine (a given backend stays open)."""
-    started = time.perf_counter()
-    own = backend is None
-    try:
-        backend = backend or load_backend(options.model)
-        load_seconds = time.perf_counter() - started
-        settings = decoding(backend.settings, options)
-        return (
-            answer_cases(dataset, backend, cases, picks, options, settings, progress),
-            settings,
-            load_seconds,
-            type(backend).__name__,
-        )
-    except LLMError as error:
-        raise DualrecError(f"{options.model}: {error}") from None
-    finally:
-        if own and backend is not None:
-            backend.close()
-
-
-def evaluate_freeform(
-    dataset: Dataset,
-    options: FreeformOptions,
-    split: str = "test",
-    answers_path: str | Path | None = None,
-    samples: int = BOOTSTRAP_SAMPLES,
-    seed: int = BOOTSTRAP_SEED,
-    progress: Callable[[str], None] = lambda message: None,
-    backend: LLMBackend | None = None,
-) -> dict:
-    """The results entry of one model under `freeform` (a backend may be passed; otherwise the preset is loaded)."""
-    cases = sample_cases(dataset.cases[split], options.limit, options.limit_seed)
-    picks, note = lstm_picks(dataset, cases, options.lstm_dir)
-    if note:
-        progress(f"note: {note}")
-    results, settings, load_seconds, engine = generate_answers(dataset, cases, picks, options, progress, backend)
-    lists = ranked_items(dataset, cases, results)
-    ranks = ranks_of_lists(lists, cases.targets)
-    if answers_path:
-        save_answers(Path(answers_path), cases, results, ranks)
-    figures = answer_figures(dataset, results, lists)
-    answering = sum(r.seconds for r in results)
-    return result_entry(
-        f"DUALRec, {options.model}",
-        FREEFORM,
-        ranks,
-        options=asdict(options)
-        | {
-            "lstm_pick": note is None,
-            "settings": asdict(settings),
-            "engine": engine,
-            "answers": answers_path and str(answers_path),
-        },
-        seconds={
-            "load": round(load_seconds, 2),
-            "answers": round(answering, 2),
-            "per_answer": round(figures["seconds_per_answer"], 3),
-        },
-        lists=padded(lists),
-        genres=genre_matrix(dataset.catalogue_movies),
-        extra=figures | {"cases_drawn": len(cases), "cases_total": len(dataset.cases[split]), "limit_seed": options.limit_seed},
-        samples=samples,
-        seed=seed,
-    )
+    results = results and Path(results)
+    return [
+        LLMAnswers(model, **options, answers=results and answers_file(results, model), backend=backends.get(model))
+        for model in models
+    ]

@@ -30,19 +30,14 @@ def per_case_metrics(ranks: np.ndarray, ks: tuple[int, ...] = EVAL_KS) -> dict[s
     return {f"HR@{k}": hit_rate(ranks, k) for k in ks} | {f"NDCG@{k}": ndcg(ranks, k) for k in ks}
 
 
-def bootstrap_means(values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED) -> np.ndarray:
-    """Means of `samples` resamples (with replacement) of the per-case values; the same seed resamples the same cases."""
-    index = np.random.default_rng(seed).integers(0, len(values), size=(samples, len(values)))
-    return values[index].mean(axis=1)
-
-
 def interval(
     values: np.ndarray, samples: int = BOOTSTRAP_SAMPLES, seed: int = BOOTSTRAP_SEED, level: float = LEVEL
 ) -> tuple[float, float]:
-    """Percentile bootstrap interval of the mean over cases."""
-    means = bootstrap_means(values, samples, seed)
+    """Percentile bootstrap interval of the mean over cases: means of `samples` resamples (with replacement) of the
+    per-case values; the same seed resamples the same cases."""
+    index = np.random.default_rng(seed).integers(0, len(values), size=(samples, len(values)))
     tail = (1 - level) / 2 * 100
-    low, high = np.percentile(means, [tail, 100 - tail])
+    low, high = np.percentile(values[index].mean(axis=1), [tail, 100 - tail])
     return float(low), float(high)
 
 

@@ -1,12 +1,17 @@
-"""The one interface every scoring system implements, so the harness can rank them all on the same cases."""
+"""The two interfaces of the systems the harness ranks on the same cases: one scores every catalogue item
+(`Recommender`), the other answers each case with a ranked list (`ListRecommender`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from dualrec.data.dataset import Dataset
+from dualrec.data.dataset import Dataset, Windows
+
+Progress = Callable[[str], None]  # what a long run says while it runs (a line at a time)
 
 
 @runtime_checkable
@@ -26,3 +31,26 @@ class Recommender(Protocol):
 
     def score(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         """Scores over the catalogue for each history."""
+
+
+@dataclass(frozen=True)
+class RankedLists:
+    """A list system's answer to a split's cases."""
+
+    cases: Windows  # the cases answered: those given, or a subsample the system drew from them
+    lists: list[list[int]]  # per case, catalogue items best first, none the user watched before the target
+    figures: dict = field(default_factory=dict)  # what the ranks do not show (e.g. a hallucination rate)
+    options: dict = field(default_factory=dict)  # how this run was made, beside the system's options (e.g. its engine)
+    seconds: dict = field(default_factory=dict)  # where the time went
+
+
+@runtime_checkable
+class ListRecommender(Protocol):
+    """A system that answers each case with one ranked list of catalogue items (an LLM's matched answer), which the
+    harness ranks under the `freeform` protocol."""
+
+    name: str
+    options: dict  # how it is set up
+
+    def rank_cases(self, dataset: Dataset, cases: Windows, progress: Progress) -> RankedLists:
+        """One ranked list per case of `cases` (or of a subsample of them), and the system's own figures."""
