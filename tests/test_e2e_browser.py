@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 ARTIFACT = ROOT / "artifacts" / "e2e-recommend.png"
 WAIT_MS = 300_000  # the embedded model on a busy 2-core machine
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.llm]  # the app generates with the embedded model
 
 
 def wait_healthy(url: str, server: subprocess.Popen, seconds: float = 120) -> None:
