@@ -16,12 +16,14 @@ from dualrec.app.tables import (
     HistoryChoice,
     add_movie,
     answer_rows,
+    grounding_caption,
     hit_message,
     lstm_ranking,
     model_description,
     move_movie,
     movie_label,
     overlap_lists,
+    runs_locally,
     sample_test_users,
     search_catalogue,
     status_line,
@@ -207,18 +209,32 @@ def generation_settings() -> GenerationSettings:
     return GenerationSettings(max_new_tokens=int(max_new), temperature=heat, seed=int(chosen), greedy=heat == 0)
 
 
-def start(prompt: Stage2Prompt, settings: GenerationSettings) -> None:
+def grounded_switch() -> bool:
+    """The "Grounded answers" switch: on by default when both models run here (an API may lack guided decoding)."""
+    local = all(runs_locally(spec) for spec in app_state.settings().models)
+    return st.toggle(
+        "Grounded answers",
+        value=local,
+        key=f"grounded-{local}",
+        help="Each model can only write real catalogue movies the history does not hold, K different ones, one per line "
+        "(constrained decoding; the genres are the movie's own). Off: free text, matched afterwards.",
+    )
+
+
+def start(dataset: Dataset, prompt: Stage2Prompt, settings: GenerationSettings, grounded: bool) -> None:
     if previous := st.session_state.get(app_state.COMPARISON):
         previous.stop()
     chosen, store = app_state.settings(), app_state.recordings()
     with st.spinner("Loading the models…"):
-        columns = plan_columns(chosen.models, prompt.text, settings, app_state.shared_model, store, chosen.presenting)
-    st.session_state[app_state.COMPARISON] = start_comparison(prompt, columns, store, chosen.speed)
+        columns = plan_columns(chosen.models, prompt.text, settings, app_state.shared_model, store, chosen.presenting, grounded)
+    st.session_state[app_state.COMPARISON] = start_comparison(prompt, columns, store, chosen.speed, dataset)
 
 
 def column_frame(column: Column, speed: float) -> tuple | None:
     st.subheader(f"{column.label} · {column.spec}")
     st.caption(model_description(column.spec))
+    engine = column.model.backend.grounding if column.model else None
+    st.caption(grounding_caption(column.grounded, engine, column.recording is not None))
     if column.error:
         st.error(column.error, icon="⚠️")
         return None
@@ -248,6 +264,8 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
     result = comparison.results[column.label]
     if answer.error:
         st.error(answer.error, icon="⚠️")
+    if column.grounding is not None and not column.grounding.grounded:
+        st.warning(column.grounding.note, icon="⚠️")
     reasoning, _ = split_reasoning(answer.text)
     if reasoning:
         with st.expander("The model's reasoning"):
@@ -286,9 +304,11 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
 def two_models(dataset: Dataset, prompt: Stage2Prompt, choice: HistoryChoice) -> dict:
     """The Generate and Stop controls, both columns live, then each answer's matches; returns the results by name."""
     settings = generation_settings()
-    go, stop, _ = st.columns([1, 1, 5])
+    go, stop, grounding = st.columns([1, 1, 5], vertical_alignment="center")
+    with grounding:
+        grounded = grounded_switch()
     if go.button("Generate", type="primary", key="generate"):
-        start(prompt, settings)
+        start(dataset, prompt, settings, grounded)
     comparison: Comparison | None = st.session_state.get(app_state.COMPARISON)
     if stop.button("Stop", key="stop", disabled=comparison is None or comparison.done) and comparison:
         comparison.stop()

@@ -10,6 +10,9 @@ and `SharedModel.active` lets a column say that it is waiting for another sessio
 session that name the same model get separate replicas, so both stream at once. A base model beside its own LoRA
 adapter ('P' and 'P+A'), when both would run on transformers, is the adapter model's base view: one copy of the
 weights, the two answers one after the other (a GGUF base runs on llama.cpp instead, a second small copy).
+
+A column asked for grounded answers (`Column.grounded`) writes only real, unwatched catalogue movies
+(dualrec.grounding.grounded); `Column.grounding` then says which engine grounded it, or why it is a free answer.
 """
 
 from __future__ import annotations
@@ -19,12 +22,16 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 
 from dualrec.app.recordings import Recording, RecordingStore, record, recording_key, replay
 from dualrec.app.streaming import LiveAnswer, ParallelStreams
 from dualrec.data.dataset import Dataset
+from dualrec.errors import DualrecError
+from dualrec.grounding.grounded import Grounding, answer_constraint, grounded_answer
 from dualrec.grounding.pipeline import Stage2Prompt, Stage2Result, interpret
 from dualrec.llm import GenerationSettings, LLMBackend, LLMError, adapter_on, resolve_preset
+from dualrec.llm.constraint import AnswerConstraint
 from dualrec.llm.presets import engine_for
 
 
@@ -46,10 +53,12 @@ class SharedModel:
             with self._count:
                 self.active -= 1
 
-    def stream(self, prompt: str, settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
+    def stream(
+        self, prompt: str, settings: GenerationSettings, stop: threading.Event, constraint: AnswerConstraint | None = None
+    ) -> Iterator[str]:
         """The backend's stream; it waits on the backend's lock while another generation runs."""
         with self._in_use():
-            yield from self.backend.stream(prompt, settings, stop=stop)
+            yield from self.backend.stream(prompt, settings, stop=stop, constraint=constraint)
 
 
 @dataclass
@@ -63,6 +72,8 @@ class Column:
     recording: Recording | None = None  # replayed instead of generating
     error: str | None = None  # why the model could not be loaded
     queued: bool = False  # another generation was using the model when this one started
+    grounded: bool = False  # asked for a grounded answer
+    grounding: Grounding | None = None  # set as it streams: who grounded the answer, or why it is not grounded
 
     @property
     def runs(self) -> bool:
@@ -74,9 +85,11 @@ def column_settings(settings: GenerationSettings, index: int) -> GenerationSetti
     return settings if settings.seed is None else dataclasses.replace(settings, seed=settings.seed + index)
 
 
-def find_recording(store: RecordingStore, spec: str, prompt: str, settings: GenerationSettings) -> Recording | None:
-    """The latest recording of this model answering this prompt, preferring one made with the same seed."""
-    matches = [r for r in store.all() if r.key == recording_key(spec, prompt)]
+def find_recording(
+    store: RecordingStore, spec: str, prompt: str, settings: GenerationSettings, grounded: bool = False
+) -> Recording | None:
+    """The latest recording of this model answering this prompt (grounded or not), preferring one with the same seed."""
+    matches = [r for r in store.all() if r.key == recording_key(spec, prompt) and r.settings.get("grounded", False) == grounded]
     same_seed = [r for r in matches if r.settings.get("seed") == settings.seed]
     return (same_seed or matches or [None])[-1]
 
@@ -98,12 +111,13 @@ def plan_columns(
     load: Callable[[str, int], SharedModel],
     store: RecordingStore,
     presenting: bool,
+    grounded: bool = False,
 ) -> list[Column]:
     """A column per model: its recording (presentation mode), else its loaded model, else the load error."""
     columns = []
     for index, spec in enumerate(specs):
-        column = Column(chr(ord("A") + index), spec, column_settings(settings, index))
-        column.recording = find_recording(store, spec, prompt, column.settings) if presenting else None
+        column = Column(chr(ord("A") + index), spec, column_settings(settings, index), grounded=grounded)
+        column.recording = find_recording(store, spec, prompt, column.settings, grounded) if presenting else None
         if column.recording is None:
             try:
                 if partner := adapter_partner(spec, specs):
@@ -129,15 +143,26 @@ class _KeepUnlessStopped:
 
 
 def column_stream(
-    column: Column, prompt: str, store: RecordingStore, speed: float, stop: threading.Event
+    column: Column, prompt: Stage2Prompt, store: RecordingStore, speed: float, stop: threading.Event, dataset: Dataset | None
 ) -> Callable[[], Iterator[str]]:
-    """The column's chunk stream: its recording at `speed`, or its model's answer, recorded as it goes."""
+    """The column's chunk stream: its recording at `speed`, or its model's answer (grounded when the column asks),
+    recorded as it goes."""
     if column.recording is not None:
         return lambda: replay(column.recording, speed, stop)
     model = column.model
     column.queued = model.active > 0
-    recording = Recording(column.spec, prompt, dataclasses.asdict(column.settings))
-    return lambda: record(model.stream(prompt, column.settings, stop), recording, _KeepUnlessStopped(store, stop))
+    recording = Recording(column.spec, prompt.text, dataclasses.asdict(column.settings) | {"grounded": column.grounded})
+    answer = partial(model.stream, prompt.text, column.settings, stop)
+
+    def chunks() -> Iterator[str]:  # runs in the column's worker: a failure is this column's message
+        if not column.grounded:
+            return answer()
+        if dataset is None:
+            raise DualrecError("a grounded column needs the dataset: start_comparison(..., dataset=...)")
+        constraint = answer_constraint(dataset, prompt.history, prompt.k)
+        return grounded_answer(answer, constraint, model.backend.grounding, partial(setattr, column, "grounding"))
+
+    return lambda: record(chunks(), recording, _KeepUnlessStopped(store, stop))
 
 
 @dataclass
@@ -167,14 +192,18 @@ class Comparison:
     def finish(self, dataset: Dataset) -> dict[str, Stage2Result | None]:
         """Each column's answer read and matched once the streams are over (None: no text)."""
         if not self.results:
+            grounding = {column.label: column.grounding for column in self.columns}
             for label, answer in self.answers.items():
-                text = answer.text
-                self.results[label] = interpret(dataset, self.prompt, text, answer.finished_s or 0.0) if text.strip() else None
+                text, seconds = answer.text, answer.finished_s or 0.0
+                self.results[label] = interpret(dataset, self.prompt, text, seconds, grounding[label]) if text.strip() else None
         return self.results
 
 
-def start_comparison(prompt: Stage2Prompt, columns: list[Column], store: RecordingStore, speed: float = 1.0) -> Comparison:
-    """Start every runnable column's stream in its own thread; one shared event stops them all."""
+def start_comparison(
+    prompt: Stage2Prompt, columns: list[Column], store: RecordingStore, speed: float = 1.0, dataset: Dataset | None = None
+) -> Comparison:
+    """Start every runnable column's stream in its own thread; one shared event stops them all. Grounded columns
+    need the `dataset` (its catalogue)."""
     stop = threading.Event()
-    streams = {c.label: column_stream(c, prompt.text, store, speed, stop) for c in columns if c.runs}
+    streams = {c.label: column_stream(c, prompt, store, speed, stop, dataset) for c in columns if c.runs}
     return Comparison(prompt, columns, ParallelStreams(streams, stop))

@@ -23,8 +23,8 @@ from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
 from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
 from dualrec.grounding.pipeline import Stage2Result, user_history
-from dualrec.llm import DEFAULT_PRESET, PRESETS, adapter_on
-from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL
+from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, adapter_on, resolve_preset
+from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, engine_for
 
 if TYPE_CHECKING:
     from dualrec.ranking.lstm import LSTMRecommender
@@ -267,6 +267,25 @@ def model_description(spec: str) -> str:
         return text
     engine = "transformers, the GGUF weights dequantized" if preset and preset.gguf_file else "transformers"
     return f"{text}, with the LoRA adapter {adapter} (run by {engine})"
+
+
+def runs_locally(spec: str) -> bool:
+    """Whether a model spec runs on this machine (llama.cpp or transformers) rather than behind an API."""
+    try:
+        return engine_for(resolve_preset(spec.partition("+")[0])) != "openai"
+    except LLMError:
+        return False
+
+
+def grounding_caption(asked: bool, engine: str | None, replayed: bool = False) -> str:
+    """What a column says about grounding: off, on and by which engine, or that its engine cannot ground."""
+    if not asked:
+        return "Grounded answers off: free text, matched afterwards."
+    if replayed:
+        return "Grounded answers: a recorded grounded answer."
+    if engine is None:
+        return "Grounded answers asked, but this engine cannot ground: its answer is free text, NOT grounded."
+    return f"Grounded answers: only real, unwatched catalogue movies, by {engine}."
 
 
 # ---- the dataset's figures -----------------------------------------------------------------------------------------

@@ -45,6 +45,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     generate.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
     generate.add_argument("--seed", type=int, help="sampling seed, for a repeatable answer")
     generate.add_argument("--greedy", action="store_true", help="always pick the most likely token")
+    generate.add_argument(
+        "--grounded",
+        action="store_true",
+        help="the model can only write K lines 'N. Title (Year) Genres: ...', each a different catalogue movie outside "
+        "the history (constrained decoding; --max-new-tokens does not cut it). A server without guided decoding gives a "
+        "free answer, marked as not grounded",
+    )
     generate.set_defaults(handler=run_generate)
 
 
@@ -97,7 +104,7 @@ def run_generate(args: argparse.Namespace) -> None:
         print(f"{prompt.text}\n\n--- {backend.name} ---", flush=True)
     on_chunk = (lambda chunk: print(chunk, end="", file=out, flush=True)) if args.stream else None
     try:
-        result = run_stage2(dataset, backend, prompt, settings, on_chunk)
+        result = run_stage2(dataset, backend, prompt, settings, on_chunk, grounded=args.grounded)
     except LLMError as error:
         raise DualrecError(f"{backend.name}: {error}") from None
     finally:
@@ -105,10 +112,14 @@ def run_generate(args: argparse.Namespace) -> None:
     if args.stream:
         print(file=out)
     if args.json:
+        if result.grounding is not None:
+            print_to_stderr(f"note: {result.grounding.summary}")
         print_json({"model": args.model} | result.as_dict())
         return
     if not args.stream:
         print(result.answer)
+    if result.grounding is not None:
+        print(f"\n--- {result.grounding.summary} ---")
     print_recommendations(dataset, result)
 
 

@@ -5,6 +5,7 @@ Used by `dualrec generate`, the free-form evaluation and the app:
     lstm, note = load_trained_lstm(dataset)                        # (None, why) when no LSTM is trained
     prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), note=note)
     result = run_stage2(dataset, backend, prompt, on_chunk=show)   # streams, then parses and matches
+    # grounded=True: only real, unwatched catalogue movies can be written (dualrec.grounding.grounded)
     # or stream backend.stream(prompt.text) yourself and then: result = interpret(dataset, prompt, answer)
     result.titles       # every recommended title in order, matched (movie_id, score) or not (a hallucination)
     result.recommended  # the matched movie ids, without duplicates and watched movies
@@ -19,12 +20,14 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from dualrec.config import LSTM_MODEL_FILE, LSTM_TRAIN_COMMAND, PROMPT_K, PROMPT_TEMPLATE, paths
 from dualrec.data.dataset import PAD_ITEM, Dataset
 from dualrec.errors import DualrecError
+from dualrec.grounding.grounded import Grounding, answer_constraint, grounded_answer
 from dualrec.grounding.matching import Match, match_all
 from dualrec.grounding.parsing import parse_answer
 from dualrec.grounding.prompts import build_prompt
@@ -44,6 +47,7 @@ class Stage2Prompt:
     template: str
     text: str
     note: str | None = None  # why there is no LSTM pick, and how to get one
+    k: int = PROMPT_K  # how many movies the prompt asks for
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Stage2Result:
     reasoning: str  # the <think> part, never parsed
     titles: list[Match] = field(default_factory=list)  # every recommended title in order, matched or not
     seconds: float = 0.0
+    grounding: Grounding | None = None  # None: a free answer, grounding not asked for
 
     @property
     def recommended(self) -> list[int]:
@@ -84,7 +89,7 @@ class Stage2Result:
             "titles": [match.as_dict() for match in self.titles],
             "recommended": self.recommended,
             "seconds": round(self.seconds, 3),
-        }
+        } | (self.grounding or Grounding(False, "not asked")).as_dict()
 
 
 def user_history(dataset: Dataset, user_id: int) -> list[int]:
@@ -138,14 +143,16 @@ def prepare_prompt(
 ) -> Stage2Prompt:
     """The Stage2Prompt for a history of movie ids and the LSTM's pick (None, with a `note` saying why)."""
     text = build_prompt(dataset.movies, history, lstm_pick, template, k)
-    return Stage2Prompt(tuple(int(m) for m in history), lstm_pick, template, text, note)
+    return Stage2Prompt(tuple(int(m) for m in history), lstm_pick, template, text, note, k)
 
 
-def interpret(dataset: Dataset, prompt: Stage2Prompt, answer: str, seconds: float = 0.0) -> Stage2Result:
+def interpret(
+    dataset: Dataset, prompt: Stage2Prompt, answer: str, seconds: float = 0.0, grounding: Grounding | None = None
+) -> Stage2Result:
     """Read an answer: reasoning apart, recommended titles parsed (prompt echoes ignored) and matched."""
     parsed = parse_answer(answer, prompt.text)
     titles = match_all(dataset, [(p.text, p.title, p.year) for p in parsed])
-    return Stage2Result(prompt, answer, split_reasoning(answer)[0], titles, seconds)
+    return Stage2Result(prompt, answer, split_reasoning(answer)[0], titles, seconds, grounding)
 
 
 def run_stage2(
@@ -155,12 +162,23 @@ def run_stage2(
     settings: GenerationSettings | None = None,
     on_chunk: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
+    grounded: bool = False,
 ) -> Stage2Result:
-    """Stream the model's answer to a prompt (each chunk to `on_chunk`), then read and match it."""
+    """Stream the model's answer to a prompt (each chunk to `on_chunk`), then read and match it.
+
+    `grounded`: the answer can only name catalogue movies outside the prompt's history, `prompt.k` of them, in the
+    answer format; where the engine cannot ground it, a free answer whose result says so (`result.grounding`).
+    """
     started = time.perf_counter()
-    chunks = []
-    for chunk in backend.stream(prompt.text, settings, stop=stop):
+    chunks, grounding = [], []
+    stream = partial(backend.stream, prompt.text, settings, stop=stop)
+    if grounded:
+        constraint = answer_constraint(dataset, prompt.history, prompt.k)
+        answer = grounded_answer(stream, constraint, backend.grounding, grounding.append)
+    else:
+        answer = stream()
+    for chunk in answer:
         chunks.append(chunk)
         if on_chunk:
             on_chunk(chunk)
-    return interpret(dataset, prompt, "".join(chunks), time.perf_counter() - started)
+    return interpret(dataset, prompt, "".join(chunks), time.perf_counter() - started, grounding[-1] if grounding else None)

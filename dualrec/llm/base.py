@@ -9,6 +9,7 @@ from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
+from dualrec.llm.constraint import AnswerConstraint, GroundingUnsupportedError
 from dualrec.llm.errors import EmptyAnswerError
 
 Message = dict[str, str]
@@ -47,7 +48,11 @@ class LLMBackend(ABC):
 
     `stop` is a `threading.Event`: setting it from any thread ends a running `stream` or `generate` early
     (the text so far is kept). One generation runs at a time per backend; concurrent calls wait their turn.
+    A `constraint` (dualrec.llm.constraint) grounds the answer: the engine can then write only its lines;
+    `grounding` says how this engine does it (None: it cannot, and a grounded call raises GroundingUnsupportedError).
     """
+
+    grounding: str | None = None
 
     def __init__(self, name: str, settings: GenerationSettings | None = None) -> None:
         self.name = name
@@ -60,11 +65,17 @@ class LLMBackend(ABC):
         *,
         system: str | None = None,
         stop: threading.Event | None = None,
+        constraint: AnswerConstraint | None = None,
     ) -> Iterator[str]:
         """Yield the answer as text chunks; raise `EmptyAnswerError` if the model says nothing."""
         stop = stop or threading.Event()
         answered = False
-        with closing(self._stream(to_messages(prompt, system), settings or self.settings, stop)) as chunks:
+        messages, settings = to_messages(prompt, system), settings or self.settings
+        if constraint is None:
+            chunks = self._stream(messages, settings, stop)
+        else:
+            chunks = self._stream_grounded(messages, settings, stop, constraint)
+        with closing(chunks):
             for chunk in chunks:
                 if stop.is_set():
                     return
@@ -80,9 +91,10 @@ class LLMBackend(ABC):
         *,
         system: str | None = None,
         stop: threading.Event | None = None,
+        constraint: AnswerConstraint | None = None,
     ) -> str:
         """The whole answer as one string (the joined `stream`)."""
-        return "".join(self.stream(prompt, settings, system=system, stop=stop))
+        return "".join(self.stream(prompt, settings, system=system, stop=stop, constraint=constraint))
 
     def close(self) -> None:  # noqa: B027 (a hook: backends with nothing to release keep it)
         """Release the model or connection; the backend is unusable afterwards."""
@@ -90,6 +102,14 @@ class LLMBackend(ABC):
     @abstractmethod
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
         """Yield answer chunks, checking `stop` between them and cleaning up when closed early."""
+
+    def _stream_grounded(
+        self, messages: list[Message], settings: GenerationSettings, stop: threading.Event, constraint: AnswerConstraint
+    ) -> Iterator[str]:
+        """`_stream`, writing only the constraint's lines; engines that can ground override it (and set `grounding`)."""
+        raise GroundingUnsupportedError(
+            f"{self.name} cannot ground its answers: {type(self).__name__} has no constrained decoding"
+        )
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"

@@ -6,6 +6,7 @@ are served by the transformers engine until a GGUF adapter exists.
 
 from __future__ import annotations
 
+import codecs
 import importlib.util
 import os
 import threading
@@ -13,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message
+from dualrec.llm.constraint import AnswerConstraint, GroundingError, GroundingUnsupportedError, write_lines
 from dualrec.llm.errors import ModelLoadError
 
 
@@ -50,7 +52,13 @@ def load_llamacpp(
 
 
 class LlamaCppBackend(LLMBackend):
-    """A `llama_cpp.Llama` model answering through `create_chat_completion(stream=True)`."""
+    """A `llama_cpp.Llama` model answering through `create_chat_completion(stream=True)`.
+
+    A grounded answer is decoded one line at a time, each under a GBNF grammar of the choices still allowed, every
+    line continuing the same prompt (llama.cpp reuses the cached prefix, so only the new tokens are read).
+    """
+
+    grounding = "llama.cpp (a GBNF grammar of the choices left, line by line)"
 
     def __init__(self, llama, *, name: str, settings: GenerationSettings | None = None) -> None:
         super().__init__(name, settings)
@@ -78,5 +86,72 @@ class LlamaCppBackend(LLMBackend):
             finally:
                 chunks.close()
 
+    def _stream_grounded(
+        self, messages: list[Message], settings: GenerationSettings, stop: threading.Event, constraint: AnswerConstraint
+    ) -> Iterator[str]:
+        with self._lock:
+            self.llama.reset()  # as in _stream: the same answer for the same prompt; the lines then share the cache
+            if settings.seed is not None:
+                self.llama.set_seed(settings.seed)
+            prompt = self._chat_tokens(messages)
+            limit = constraint.longest_choice_bytes() + 1  # a token is at least one byte
+
+            def decode_line(answer: str, used: frozenset[int]) -> Iterator[str]:
+                tokens = prompt + self.llama.tokenize(answer.encode(), add_bos=False, special=False)
+                yield from self._decode(tokens, checked_grammar(self.llama, constraint.gbnf(used)), settings, stop, limit)
+
+            yield from write_lines(constraint, decode_line, stop)
+
+    def _chat_tokens(self, messages: list[Message]) -> list[int]:
+        """The prompt's tokens as create_chat_completion reads them: the GGUF's chat template, the answer opened."""
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        template = self.llama.metadata.get("tokenizer.chat_template")
+        if not template:
+            raise GroundingUnsupportedError(f"{self.name} has no chat template in its GGUF metadata, so it cannot be grounded")
+        model = self.llama._model
+        eos, bos = self.llama.token_eos(), self.llama.token_bos()
+        formatter = Jinja2ChatFormatter(
+            template=template,
+            eos_token=model.token_get_text(eos) if eos != -1 else "",
+            bos_token=model.token_get_text(bos) if bos != -1 else "",
+            stop_token_ids=[eos],
+        )
+        formatted = formatter(messages=messages)
+        return self.llama.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
+
+    def _decode(
+        self, tokens: list[int], grammar, settings: GenerationSettings, stop: threading.Event, limit: int
+    ) -> Iterator[str]:
+        """The text of the tokens sampled after `tokens` under `grammar`, until the grammar lets only the end through."""
+        import llama_cpp
+
+        vocab = self.llama._model.vocab
+        decoder = codecs.getincrementaldecoder("utf-8")()
+        generated = self.llama.generate(
+            tokens, temp=settings.temperature if settings.sampling else 0.0, top_p=settings.top_p, grammar=grammar
+        )
+        try:
+            for count, token in enumerate(generated):
+                if stop.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
+                    return
+                if count == limit:
+                    raise GroundingError(f"{self.name} did not finish a grounded line within {limit} tokens")
+                if text := decoder.decode(self.llama.detokenize([token])):
+                    yield text
+        finally:
+            generated.close()
+
     def close(self) -> None:
         self.llama.close()
+
+
+def checked_grammar(llama, gbnf: str):
+    """`gbnf` as a LlamaGrammar once llama.cpp has parsed it; a GroundingError (not a crash) when it rejects it."""
+    import llama_cpp
+
+    sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode(), b"root")
+    if not sampler:
+        raise GroundingError(f"llama.cpp rejected the answer's grammar (GBNF, {len(gbnf)} characters): {gbnf[:120]!r}...")
+    llama_cpp.llama_sampler_free(sampler)
+    return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)

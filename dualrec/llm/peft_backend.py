@@ -19,7 +19,7 @@ from contextlib import nullcontext
 from pathlib import Path
 
 from peft import PeftModel
-from transformers import PreTrainedTokenizerBase
+from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
 from dualrec.config import paths
 from dualrec.llm.base import GenerationSettings, Message
@@ -101,6 +101,12 @@ class AdapterBackend(TransformersBackend):
             lock=self._lock,
         )
 
-    def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
+    def _generate(
+        self,
+        messages: list[Message],
+        settings: GenerationSettings,
+        stop: threading.Event,
+        processor: LogitsProcessor | None = None,
+    ) -> Iterator[str]:
         with self._lock, nullcontext() if self.adapter else self.model.disable_adapter():
-            yield from super()._stream(messages, settings, stop)
+            yield from super()._generate(messages, settings, stop, processor)
