@@ -17,6 +17,7 @@ from dualrec.app.comparison import SharedModel, plan_columns, start_comparison
 from dualrec.app.recordings import RecordingStore
 from dualrec.cli import main
 from dualrec.errors import DualrecError
+from dualrec.evaluation import LLMAnswers, evaluate
 from dualrec.grounding.grounded import answer_constraint, catalogue_choices
 from dualrec.grounding.pipeline import Stage2Result, prepare_prompt, run_stage2, user_history
 from dualrec.grounding.prompts import format_answer
@@ -187,6 +188,14 @@ def test_greedy_grounded_answers_are_real_unwatched_distinct_movies(dataset, req
         result = run_stage2(dataset, backend, prompt, GREEDY, grounded=True)
         check_grounded(dataset, result, k)
         assert result.grounding.note.startswith(engine)
+
+
+@pytest.mark.llm
+def test_a_grounded_freeform_evaluation_records_it_and_its_matcher_finds_no_hallucination(dataset, llamacpp_backend) -> None:  # noqa: F811
+    system = LLMAnswers("smollm2-135m", limit=2, k=3, grounded=True, backend=llamacpp_backend)
+    entry = evaluate([system], dataset, ["freeform"], samples=10)["results"][0]
+    assert entry["options"]["grounded"] is True and entry["options"]["grounded_answers"] == 2
+    assert entry["extra"]["hallucination_rate"] == 0 and entry["extra"]["titles_per_answer"] == 3
 
 
 @pytest.mark.llm

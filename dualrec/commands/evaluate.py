@@ -18,7 +18,7 @@ from dualrec.grounding.prompts import TEMPLATES
 from dualrec.llm import DEFAULT_PRESET
 from dualrec.ranking.registry import system_names
 
-LLM_OPTIONS = ("template", "k", "limit", "limit_seed", "max_new_tokens", "lstm_dir", "sample_seed")  # of LLMAnswers
+LLM_OPTIONS = ("template", "k", "limit", "limit_seed", "max_new_tokens", "lstm_dir", "sample_seed", "grounded")  # of LLMAnswers
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -71,6 +71,9 @@ def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
     group.add_argument(
         "--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)"
+    )
+    group.add_argument(
+        "--grounded", action="store_true", help="grounded answers: only real catalogue movies outside the window, K distinct ones"
     )
 
 

@@ -39,6 +39,7 @@ class LLMAnswers:
     max_new_tokens: int | None = None  # None: the preset's
     lstm_dir: str | None = None
     sample_seed: int | None = None  # None: greedy decoding (repeatable); else the preset's sampling with this seed
+    grounded: bool = False  # grounded answers: only real catalogue movies outside the window, K distinct ones
     answers: str | Path | None = None  # a JSON-lines file that keeps every answer
     backend: LLMBackend | None = field(default=None, repr=False)  # a loaded model (left open); else loaded and closed
 
@@ -64,7 +65,7 @@ class LLMAnswers:
         length = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
         settings = dataclasses.replace(backend.settings, greedy=self.sample_seed is None, seed=self.sample_seed, **length)
         try:
-            results = answer_prompts(dataset, backend, prompts, settings, progress)
+            results = answer_prompts(dataset, backend, prompts, settings, progress, self.grounded)
         except LLMError as error:
             raise DualrecError(f"{self.model}: {error}") from None
         finally:
@@ -76,6 +77,7 @@ class LLMAnswers:
         figures = answer_figures(dataset, results, lists)
         answering = {"answers": round(sum(r.seconds for r in results), 2), "per_answer": round(figures["seconds_per_answer"], 3)}
         run = {"lstm_pick": note is None, "settings": asdict(settings), "engine": type(backend).__name__}
+        run |= {"grounded_answers": sum(bool(r.grounding and r.grounding.grounded) for r in results)} if self.grounded else {}
         return RankedLists(cases, lists, figures, run, {"load": round(load_seconds, 2)} | answering)
 
 
@@ -97,14 +99,19 @@ def case_prompts(dataset: Dataset, cases: Windows, system: LLMAnswers) -> tuple[
 
 
 def answer_prompts(
-    dataset: Dataset, backend: LLMBackend, prompts: list[Stage2Prompt], settings: GenerationSettings, progress: Progress
+    dataset: Dataset,
+    backend: LLMBackend,
+    prompts: list[Stage2Prompt],
+    settings: GenerationSettings,
+    progress: Progress,
+    grounded: bool = False,
 ) -> list[Stage2Result]:
     """Stage 2 on every prompt; an empty answer counts as an answer without titles."""
     results = []
     for number, prompt in enumerate(prompts, start=1):
         started = time.perf_counter()
         try:
-            results.append(run_stage2(dataset, backend, prompt, settings))
+            results.append(run_stage2(dataset, backend, prompt, settings, grounded=grounded))
         except EmptyAnswerError:
             results.append(interpret(dataset, prompt, "", time.perf_counter() - started))
         progress(f"{backend.name}: {number}/{len(prompts)} answers")
