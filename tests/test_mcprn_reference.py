@@ -17,6 +17,7 @@ from dualrec.ranking.baselines.mcprn import (
     build_model,
     build_optimizer,
     session_batch,
+    target_batch,
 )
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mcprn"
@@ -79,7 +80,7 @@ def held_out_inputs(fixture: dict) -> torch.Tensor:
 
 def training_batch(fixture: dict) -> tuple[torch.Tensor, torch.Tensor]:
     examples = fixture["fixture"]["train_examples"]
-    return session_batch(catalogue(examples["inputs"]), N_ITEMS), torch.tensor(examples["targets"]) - 1
+    return session_batch(catalogue(examples["inputs"]), N_ITEMS), target_batch(catalogue([examples["targets"]])[0], N_ITEMS)
 
 
 def one_adam_step(model: torch.nn.Module, fixture: dict) -> torch.Tensor:
@@ -132,6 +133,12 @@ def test_session_batch_drops_padding_and_refuses_bad_histories() -> None:
         session_batch([[12]], N_ITEMS)
     with pytest.raises(DualrecError, match="empty batch"):
         session_batch([], N_ITEMS)
+    np.testing.assert_array_equal(session_batch([[3, 0]], N_ITEMS, width=4).numpy(), [[4, 1, 0, 0]])
+    with pytest.raises(DualrecError, match="width of 1"):
+        session_batch([[3, 0]], N_ITEMS, width=1)
+    np.testing.assert_array_equal(target_batch(np.array([11, 0]), N_ITEMS).numpy(), [11, 0])
+    with pytest.raises(DualrecError, match="Target 12 is outside"):
+        target_batch([3, 12], N_ITEMS)
 
 
 def test_bad_options_are_refused() -> None:

@@ -28,7 +28,8 @@ Quirks of the reference, all reproduced (none is a plain bug, so none has an opt
 
 Items are catalogue positions 0..n_items-1 (PAD_ITEM entries of a history are dropped); embedding row i + 1 holds item
 i and row 0 is the padding id, as in the reference. Use: `model = build_model(n_items, options)`, `inputs =
-session_batch(histories, n_items)`, then `model.scores(inputs)` -> (batch, n_items) and `model.loss(inputs, targets)`.
+session_batch(histories, n_items)`, then `model.scores(inputs)` -> (batch, n_items) and `model.loss(inputs,
+target_batch(targets, n_items))`. The optimiser: `build_optimizer(model)`.
 """
 
 from __future__ import annotations
@@ -156,29 +157,43 @@ def build_model(n_items: int, options: MCPRNOptions | None = None) -> MCPRN:
     return MCPRN(n_items, options or MCPRNOptions())
 
 
-def session_batch(histories: Sequence[Sequence[int]], n_items: int) -> torch.Tensor:
-    """(batch, longest) model ids: each history in chronological order, item i as i + 1, right-padded with 0.
+def session_batch(histories: Sequence[Sequence[int]], n_items: int, width: int | None = None) -> torch.Tensor:
+    """(batch, width) model ids: each history in chronological order, item i as i + 1, right-padded with 0 to `width`
+    (default: the longest history).
 
-    PAD_ITEM entries are dropped; an empty batch, a history with no catalogue item or an item outside 0..n_items-1
-    is refused with a DualrecError."""
+    PAD_ITEM entries are dropped; an empty batch, a history with no catalogue item, an item outside 0..n_items-1 or a
+    width below the longest history is refused with a DualrecError."""
     sessions = [np.asarray(history, dtype=np.int64).reshape(-1) for history in histories]
     sessions = [session[session != PAD_ITEM] for session in sessions]
     if not sessions:
-        raise DualrecError("MCPRN got an empty batch of histories.")
+        raise DualrecError("Got an empty batch of histories.")
     for number, session in enumerate(sessions):
         if not len(session):
-            raise DualrecError(f"History {number} of the batch has no catalogue movie; MCPRN needs at least one.")
+            raise DualrecError(f"History {number} of the batch has no catalogue movie; the model needs at least one.")
         outside = session[(session < 0) | (session >= n_items)]
         if len(outside):
             raise DualrecError(f"History {number} holds item {outside[0]}, outside the catalogue's 0..{n_items - 1}.")
-    batch = np.full((len(sessions), max(map(len, sessions))), PADDING_ID, dtype=np.int64)
+    longest = max(map(len, sessions))
+    if width is not None and width < longest:
+        raise DualrecError(f"A padding width of {width} cannot hold a history of {longest} items.")
+    batch = np.full((len(sessions), width or longest), PADDING_ID, dtype=np.int64)
     for row, session in zip(batch, sessions):
         row[: len(session)] = session + 1
     return torch.from_numpy(batch)
 
 
-def build_optimizer(model: MCPRN) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay."""
+def target_batch(targets: Sequence[int], n_items: int) -> torch.Tensor:
+    """(batch,) the targets of a training batch (catalogue items); one outside 0..n_items-1 is refused."""
+    batch = torch.as_tensor(np.asarray(targets, dtype=np.int64).reshape(-1))
+    outside = batch[(batch < 0) | (batch >= n_items)]
+    if len(outside):
+        raise DualrecError(f"Target {int(outside[0])} is outside the catalogue's 0..{n_items - 1}.")
+    return batch
+
+
+def build_optimizer(model: nn.Module) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
+    """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay, from the model's options
+    (learning_rate, l2, lr_dc_step, lr_dc; Atten-Mixer's reference uses the same)."""
     options = model.options
     optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.l2)
     return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.lr_dc_step, gamma=options.lr_dc)
