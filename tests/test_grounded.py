@@ -13,6 +13,7 @@ import pytest
 import torch
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
+from dualrec.app import state as app_state
 from dualrec.app.comparison import SharedModel, plan_columns, start_comparison
 from dualrec.app.recordings import RecordingStore
 from dualrec.cli import main
@@ -25,6 +26,7 @@ from dualrec.llm import GenerationSettings, LLMBackend, Message, load_backend
 from dualrec.llm.constraint import AnswerConstraint, Choice, ChoiceSet, GroundingError, PrefixTree, write_lines
 from dualrec.llm.transformers_backend import GroundedLines
 from tests.llm_fixtures import fake_openai
+from tests.test_app_pages import app_env, generate, run, texts  # noqa: F401  (the app's fixture and helpers)
 from tests.test_llm_http import llamacpp_server  # noqa: F401  (the real llama.cpp server fixture)
 from tests.test_llm_local import llamacpp_backend, transformers_backend  # noqa: F401  (the embedded model's fixtures)
 
@@ -257,3 +259,17 @@ def test_app_columns_each_report_their_grounding_and_an_empty_candidate_set_is_a
     comparison = start_comparison(everything, columns, store, dataset=dataset)
     assert comparison.streams.wait(10)
     assert all("Every one of the 1,000 catalogue movies" in answer.error for answer in comparison.answers.values())
+
+
+@pytest.mark.llm
+def test_the_app_grounds_local_columns_by_default_and_each_caption_says_so(app_env) -> None:  # noqa: F811
+    at = run()
+    assert at.toggle(key="grounded-True").value is True  # both default columns run here
+    at = generate(at)
+    assert texts(at.caption).count("Grounded answers: only real, unwatched catalogue movies, by llama.cpp") == 2
+    results = at.session_state[app_state.COMPARISON].results.values()
+    assert all(r.grounding.grounded and len(r.titles) == 3 and r.hallucinations == 0 for r in results)
+    at.toggle(key="grounded-True").set_value(False)
+    at = generate(run(at))
+    assert texts(at.caption).count("Grounded answers off") == 2
+    assert all(r.grounding is None for r in at.session_state[app_state.COMPARISON].results.values())
