@@ -114,18 +114,21 @@ class SessionBatch(NamedTuple):
         return SessionBatch(*(tensor.to(device) for tensor in self))
 
 
-def node_sequences(histories: Sequence[Sequence[int]], n_items: int, what: str = "history") -> list[np.ndarray]:
-    """Each history's node ids (item + 1), oldest first, PAD_ITEM dropped; refuses empty and out-of-catalogue input."""
+def node_sequences(
+    histories: Sequence[Sequence[int]], n_items: int, what: str = "history", model: str = "GCE-GNN"
+) -> list[np.ndarray]:
+    """Each history's node ids (item + 1), oldest first, PAD_ITEM dropped; refuses empty and out-of-catalogue input
+    (the messages name `model`)."""
     try:
         sequences = [np.asarray(history, dtype=np.int64).reshape(-1) for history in histories]
     except (TypeError, ValueError) as error:
-        raise DualrecError(f"GCE-GNN reads each {what} as a list of catalogue items ({error}).") from error
+        raise DualrecError(f"{model} reads each {what} as a list of catalogue items ({error}).") from error
     if not sequences:
-        raise DualrecError(f"GCE-GNN got no {what} at all.")
+        raise DualrecError(f"{model} got no {what} at all.")
     for number, sequence in enumerate(sequences):
         items = sequence[sequence != PAD_ITEM]
         if not len(items):
-            raise DualrecError(f"{what.capitalize()} {number} has no catalogue movie; GCE-GNN needs at least one.")
+            raise DualrecError(f"{what.capitalize()} {number} has no catalogue movie; {model} needs at least one.")
         outside = items[(items < 0) | (items >= n_items)]
         if len(outside):
             raise DualrecError(f"{what.capitalize()} {number} holds item {outside[0]}, outside the catalogue's 0..{n_items - 1}.")
