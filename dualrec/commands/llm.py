@@ -7,9 +7,9 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from dualrec.commands.common import MODEL_HELP, add_data_options, print_json
+from dualrec.commands.common import MODEL_HELP, add_data_options, check_option, print_json
 from dualrec.commands.data import load
-from dualrec.config import PROMPT_K, PROMPT_TEMPLATE
+from dualrec.config import AT_LEAST_1, PROMPT_K, PROMPT_TEMPLATE, SEED
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
 from dualrec.grounding.matching import Match, match_all, resolve_titles
@@ -68,6 +68,7 @@ def add_prompt_options(parser: argparse.ArgumentParser) -> None:
 
 def stage2_prompt(args: argparse.Namespace) -> tuple[Dataset, Stage2Prompt]:
     """The dataset and the prompt for --user or --history, with the LSTM's pick when a trained LSTM exists."""
+    check_option("--k", args.k, AT_LEAST_1)
     dataset = load(args)
     if args.user is not None:
         history = user_history(dataset, args.user)
@@ -87,14 +88,26 @@ def run_prompt(args: argparse.Namespace) -> None:
     print(stage2_prompt(args)[1].text)
 
 
+def read_prompt_file(path: str | None) -> str | None:
+    """The text of --prompt-file (None when not given); a missing or unreadable file is one clear message."""
+    if path is None:
+        return None
+    try:
+        return Path(path).read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise DualrecError(f"Cannot read --prompt-file {path}: {error.strerror or error}.") from None
+
+
 def run_match(args: argparse.Namespace) -> None:
+    prompt = read_prompt_file(args.prompt_file)
     dataset = load(args)
-    prompt = Path(args.prompt_file).read_text() if args.prompt_file else None
     parsed = parse_answer(sys.stdin.read(), prompt)
     print_json({"titles": [match.as_dict() for match in match_all(dataset, [(p.text, p.title, p.year) for p in parsed])]})
 
 
 def run_generate(args: argparse.Namespace) -> None:
+    check_option("--max-new-tokens", args.max_new_tokens, AT_LEAST_1)
+    check_option("--seed", args.seed, SEED)
     dataset, prompt = stage2_prompt(args)
     backend = load_backend(args.model)
     overrides = {"max_new_tokens": args.max_new_tokens, "seed": args.seed, "greedy": args.greedy or None}
