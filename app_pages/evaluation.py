@@ -16,7 +16,7 @@ from dualrec.app.tables import (
     poster_baselines_without_results,
     poster_table,
 )
-from dualrec.config import EVAL_KS
+from dualrec.config import EVAL_KS, EVAL_PROTOCOLS, DataConfig
 from dualrec.evaluation.results import POSTER_CAVEAT, POSTER_METRICS
 
 METRICS = [f"{name}@{k}" for name in ("HR", "NDCG") for k in EVAL_KS]
@@ -50,7 +50,10 @@ with ours:
     st.subheader("Ours")
     if results.entries:
         st.dataframe(our_table(results.entries), hide_index=True)
-        st.caption("value [95% bootstrap interval over cases]; ± the spread over the 5 negative seeds of sampled-20.")
+        seeds = len(DataConfig().negative_seeds)
+        st.caption(
+            f"value [95% bootstrap interval over cases]; ± the spread over the {seeds} negative seeds of {EVAL_PROTOCOLS[1]}."
+        )
     else:
         no_results(folders)
     runnable, not_yet = poster_baselines_without_results(results.entries)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from dualrec.config import MATCH_THRESHOLD, MATCH_YEAR_TOLERANCE, PROMPT_K, DataConfig
+from dualrec.config import EVAL_PROTOCOLS, MATCH_THRESHOLD, MATCH_YEAR_TOLERANCE, PROMPT_K, DataConfig
 from dualrec.evaluation.results import POSTER_CAVEAT
 from dualrec.grounding.prompts import HEADER, PICK, POSTER_HISTORY, REQUEST
 
@@ -58,8 +58,9 @@ st.markdown(
   test user is one case: their last {data.window} catalogue movies, and the movie they really watched next.
 - **full**: where the real next movie ranks among all {data.catalogue_size:,} catalogue movies, movies already
   watched left out. The hardest and most honest score.
-- **sampled-20**: where it ranks among itself and {data.negatives} random movies the user never rated (5 seeds):
-  the poster's protocol for its baselines. Guessing gives HR@5 = 0.25.
+- **{EVAL_PROTOCOLS[1]}**: where it ranks among itself and {data.negatives} random movies the user never rated
+  ({len(data.negative_seeds)} seeds): the poster's protocol for its baselines. Guessing gives HR@5 =
+  {5 / (data.negatives + 1):.2f}.
 - **free-form (LLM)**: the answer's matched movies, in order, are the ranking; unmatched titles count as
   hallucinations. No answer is ever fed back into any step.
 - **HR@k**: share of cases whose next movie is in the top k. **NDCG@k** also rewards ranking it higher.

@@ -202,7 +202,8 @@ def option_problem(name: str, value: Any, kind: Kind, bounds: Bounds | None = No
 
 
 def check_options(options: Any, what: str, *problems: str | None) -> None:
-    """Raise ConfigError naming every field of an options dataclass outside what it accepts (and the other problems)."""
+    """Raise ConfigError naming every option() field of an options dataclass outside what it accepts (and the other
+    problems)."""
     kinds = field_kinds(type(options))
     found = [
         option_problem(
@@ -213,6 +214,7 @@ def check_options(options: Any, what: str, *problems: str | None) -> None:
             item.metadata.get("choices", ()),
         )
         for item in fields(options)
+        if item.metadata  # a field made by option(); the dataclass checks its other fields itself
     ]
     found = [problem for problem in (*found, *problems) if problem]
     if found:

@@ -10,6 +10,7 @@ from dualrec.config import DataConfig
 from dualrec.data.dataset import Windows, load_dataset
 from dualrec.errors import DualrecError
 from dualrec.evaluation.harness import (
+    checked_run,
     evaluate,
     evaluate_system,
     ranks_full,
@@ -218,3 +219,14 @@ def test_the_sampled_protocol_is_named_by_its_candidates(ml_dir):
 def test_bad_names_are_refused_before_any_work(dataset, systems, protocols, message):
     with pytest.raises(DualrecError, match=message):
         evaluate(systems, dataset, protocols)
+
+
+def test_a_run_is_checked_from_the_data_options_alone():
+    """What a command checks before the data loads: the protocols of that data's config, the names of the systems."""
+    nine = DataConfig(negatives=9)
+    assert checked_run(["mostpop"], None, nine) == ["full", "sampled-10", "freeform"]
+    assert checked_run(["lstm"], ["sampled-10"], nine) == ["sampled-10"]
+    with pytest.raises(DualrecError, match="Unknown protocol sampled-20; choose from full, sampled-10, freeform"):
+        checked_run(["mostpop"], ["sampled-20"], nine)
+    with pytest.raises(DualrecError, match="Unknown system nope"):
+        checked_run(["nope"], ["full"], nine)

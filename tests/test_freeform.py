@@ -3,8 +3,10 @@ and the saved answers; the notebook call of dualrec.evaluation's docstring."""
 
 import dataclasses
 import json
+import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -13,7 +15,7 @@ import pytest
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.config import FREEFORM, paths
 from dualrec.data.dataset import PAD_ITEM
-from dualrec.errors import DualrecError
+from dualrec.errors import ConfigError
 from dualrec.evaluation import LLMAnswers, evaluate, markdown_table
 from dualrec.evaluation.freeform import sample_cases
 from dualrec.evaluation.harness import watched_before
@@ -40,8 +42,28 @@ def test_subsamples_are_seeded_sorted_and_bounded(dataset):
     assert not np.array_equal(first.users, sample_cases(cases, 10, 1).users)
     assert np.all(np.diff(first.users) > 0)
     assert sample_cases(cases, len(cases) + 5, 0) is cases and sample_cases(cases, None, 0) is cases
-    with pytest.raises(DualrecError, match="--limit"):
-        sample_cases(cases, 0, 0)
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"limit": 0}, "--limit must be at least 1, not 0"),
+        ({"limit_seed": -1}, "--limit-seed must be from 0 to 4294967295, not -1"),
+        ({"k": 0}, "--k must be at least 1, not 0"),
+        ({"max_new_tokens": 0}, "--max-new-tokens must be at least 1, not 0"),
+        ({"sample_seed": 2**32}, "--sample-seed must be from 0 to 4294967295, not 4294967296"),
+        ({"concurrency": 0}, "--concurrency must be at least 1, not 0"),
+        ({"template": "haiku"}, "--template must be one of poster, list-k, full-history, not 'haiku'"),
+        ({"model": "no-such-model"}, "unknown model preset 'no-such-model'"),
+        ({"model": "./no-such-model.gguf"}, "no model at ./no-such-model.gguf"),
+        ({"model": "gpt-17+adapters/mine"}, "unknown model preset 'gpt-17'"),
+    ],
+    ids=lambda value: str(value) if isinstance(value, dict) else "",
+)
+def test_bad_options_are_refused_when_the_system_is_made(options, message):
+    """Before any data, model or case is touched: the library refuses what the command line refuses."""
+    with pytest.raises(ConfigError, match=re.escape(f"Invalid freeform options: {message}")):
+        LLMAnswers(**options)
 
 
 def freeform_entry(dataset, system: LLMAnswers) -> dict:
@@ -62,10 +84,10 @@ def oracle_answers(dataset, cases, system: LLMAnswers) -> dict[str, str]:
 
 
 def test_the_target_named_after_a_hallucination_and_a_watched_movie_ranks_first(dataset, tmp_path):
-    system = LLMAnswers("oracle", limit=12, lstm_dir=str(tmp_path / "no-lstm"), answers=tmp_path / "answers.jsonl")
+    system = LLMAnswers(limit=12, lstm_dir=str(tmp_path / "no-lstm"), answers=tmp_path / "answers.jsonl")
     cases = sample_cases(dataset.cases["test"], system.limit, system.limit_seed)
     backend = OracleBackend(oracle_answers(dataset, cases, system))
-    entry = freeform_entry(dataset, dataclasses.replace(system, backend=backend))
+    entry = freeform_entry(dataset, dataclasses.replace(system, model="oracle", backend=backend))
     assert entry["protocol"] == FREEFORM and entry["system"] == "DUALRec, oracle" and entry["cases"] == 12
     assert entry["metrics"]["HR@1"]["value"] == 1.0 and entry["metrics"]["NDCG@10"]["value"] == 1.0
     extra = entry["extra"]
@@ -91,9 +113,28 @@ def test_the_embedded_model_runs_the_protocol(dataset, tmp_path):
     assert entry["seconds"]["per_answer"] > 0
 
 
-def test_an_unknown_model_is_a_clear_error(dataset, tmp_path):
-    with pytest.raises(DualrecError, match="unknown model preset"):
-        freeform_entry(dataset, LLMAnswers("no-such-model", limit=1, lstm_dir=str(tmp_path)))
+class OneAtATime(OracleBackend):
+    """An oracle that counts the answers it writes at the same time, as a local engine would meet them."""
+
+    def __init__(self, answers: dict[str, str]):
+        super().__init__(answers)
+        self.writing = self.most_writing = 0
+
+    def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
+        self.writing += 1
+        self.most_writing = max(self.most_writing, self.writing)
+        time.sleep(0.01)
+        yield from super()._stream(messages, settings, stop)
+        self.writing -= 1
+
+
+def test_a_local_engine_answers_one_at_a_time_and_the_results_say_the_concurrency_was_ignored(dataset, tmp_path):
+    system = LLMAnswers(limit=8, lstm_dir=str(tmp_path), concurrency=4)
+    backend = OneAtATime(oracle_answers(dataset, sample_cases(dataset.cases["test"], 8, 0), system))
+    entry = freeform_entry(dataset, dataclasses.replace(system, model="oracle", backend=backend))
+    assert backend.most_writing == 1 and entry["metrics"]["HR@1"]["value"] == 1.0
+    assert entry["options"]["concurrency"] == 1
+    assert entry["options"]["concurrency_note"] == "concurrency 4 ignored: oracle runs locally (OneAtATime), one answer at a time"
 
 
 @pytest.mark.llm

@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 import time
 from pathlib import Path
 
-from dualrec.commands.common import MODEL_HELP, add_data_options, data_config, positive_minutes
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, FREEFORM_K, FREEFORM_TEMPLATE, paths
+from dualrec.commands.common import (
+    MODEL_HELP,
+    add_data_options,
+    add_field_options,
+    check_option,
+    data_config,
+    options_from_args,
+    positive_minutes,
+)
+from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, SEED, paths
 from dualrec.data.dataset import load_dataset
-from dualrec.errors import DualrecError
-from dualrec.evaluation.freeform import llm_answers
-from dualrec.evaluation.harness import evaluate
+from dualrec.errors import ConfigError, DualrecError
+from dualrec.evaluation.freeform import LLMAnswers, each_model, shared_models
+from dualrec.evaluation.harness import check_names, checked_run, evaluate
 from dualrec.evaluation.results import markdown_table, read_results, write_results
-from dualrec.grounding.prompts import TEMPLATES
 from dualrec.llm import DEFAULT_PRESET
 from dualrec.ranking.registry import system_names
 
-LLM_OPTIONS = ("template", "k", "limit", "limit_seed", "max_new_tokens", "lstm_dir", "sample_seed", "grounded")  # of LLMAnswers
+# the fields of LLMAnswers that are options of --protocol freeform
+FREEFORM_OPTIONS = ("limit", "limit_seed", "template", "k", "max_new_tokens", "sample_seed", "concurrency", "grounded")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -42,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument(
         "--baseline-minutes",
         type=positive_minutes,
-        help="training budget of each RecBole baseline in minutes (default: its own, in dualrec/baselines/recbole_models.py)",
+        help="training budget of each RecBole baseline in minutes (default: its own, in "
+        "dualrec/ranking/baselines/recbole_models.py)",
     )
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
@@ -60,28 +70,40 @@ def add_freeform_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("freeform protocol (--protocol freeform: DUALRec stage 2's answers, matched)")
     group.add_argument(
         "--model",
+        dest="models",
         default=DEFAULT_PRESET,
         help="comma-separated models answering the same cases, one row each (a base and its adapter: "
         "smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP,
     )
-    group.add_argument("--limit", type=int, help="a seeded subsample of N cases, the same for every model (default: all)")
-    group.add_argument("--limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
-    group.add_argument("--template", choices=TEMPLATES, default=FREEFORM_TEMPLATE, help="prompt template (default %(default)s)")
-    group.add_argument("--k", type=int, default=FREEFORM_K, help="how many movies the prompt asks for (default %(default)s)")
-    group.add_argument("--max-new-tokens", type=int, help="answer length limit (default: the preset's)")
-    group.add_argument(
-        "--sample-seed", type=int, help="sample at the preset's temperature with this seed (default: greedy decoding)"
-    )
-    group.add_argument(
-        "--grounded", action="store_true", help="grounded answers: only real catalogue movies outside the window, K distinct ones"
-    )
+    add_field_options(group, LLMAnswers, FREEFORM_OPTIONS)
 
 
 def comma_list(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def check_results_file(path: Path) -> None:
+    """Refuse an --out that is a folder or lies inside a file, before any work that would be lost at the end."""
+    if path.is_dir():
+        raise ConfigError(f"--out {path} is a folder: name a results file, such as {path / 'evaluate.json'}.")
+    if blocking := next((folder for folder in path.parents if folder.exists() and not folder.is_dir()), None):
+        raise ConfigError(f"--out {path} cannot be written: {blocking} is a file.")
+
+
+def freeform_systems(args: argparse.Namespace, protocols: list[str], out: Path) -> list[LLMAnswers]:
+    """One list system per --model, options and models checked (no model loaded); none unless freeform is chosen."""
+    options = options_from_args(LLMAnswers(), args)  # bad freeform options stop here, even when freeform is not chosen
+    if FREEFORM not in protocols:
+        return []
+    models = comma_list(args.models)
+    if not models:
+        raise ConfigError(f"Invalid freeform options: --model must name one or more models, not {args.models!r}.")
+    return each_model(options, models, out)
+
+
 def show_results(args: argparse.Namespace) -> None:
+    if args.protocol is not None and not re.fullmatch(r"sampled-\d+", args.protocol):  # sampled-N of any data
+        check_names([args.protocol], (*EVAL_PROTOCOLS, FREEFORM), "protocol")
     files = args.files or sorted(str(path) for path in Path("results").glob("*.json"))
     if not files:
         raise DualrecError(
@@ -92,14 +114,17 @@ def show_results(args: argparse.Namespace) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    protocols = comma_list(args.protocol)
-    dataset = load_dataset(args.data_dir, data_config(args), use_cache=not args.no_cache)
-    out = args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    systems = comma_list(args.systems)
-    if FREEFORM in protocols:
-        systems += llm_answers(comma_list(args.model), out, **{name: getattr(args, name) for name in LLM_OPTIONS})
+    # Every option is checked before the data loads: a mistake costs no time and loses no work.
+    config, systems, protocols = data_config(args), comma_list(args.systems), comma_list(args.protocol)
+    check_option("--bootstrap", args.bootstrap, AT_LEAST_1)
+    check_option("--seed", args.seed, SEED)
+    out = Path(args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json")
+    check_results_file(out)
+    answering = freeform_systems(args, protocols, out)
+    protocols = checked_run([*systems, *answering], protocols, config)
+    dataset = load_dataset(args.data_dir, config, use_cache=not args.no_cache)
     document = evaluate(
-        systems,
+        [*systems, *shared_models(answering)],
         dataset,
         protocols,
         args.split,

@@ -4,6 +4,10 @@ LSTM's top-1 when a trained LSTM exists. The answer's titles matched to MovieLen
 outside the catalogue and movies watched before the target, are the case's ranked list, which the harness turns into
 HR and NDCG. Unmatched titles are hallucinations, reported as a rate. No answer is ever shown to any step; every
 answer can be saved for inspection.
+
+An OpenAI-compatible server (vLLM, a hosted API) is sent `concurrency` requests at once, each with the client's own
+retries, and the answers are kept in case order. A local engine (llama.cpp, transformers) answers one request at a time
+per model (its backend lock), so for it a concurrency above 1 is ignored, and a note in the results says so.
 """
 
 from __future__ import annotations
@@ -11,37 +15,59 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from dualrec.config import FREEFORM_K, FREEFORM_TEMPLATE
+from dualrec.config import AT_LEAST_1, DEFAULT_PRESET, FREEFORM_K, FREEFORM_TEMPLATE, SEED, check_options, option
 from dualrec.data.dataset import PAD_ITEM, Dataset, Windows
 from dualrec.errors import DualrecError
 from dualrec.evaluation.harness import ranks_of_lists, watched_before
+from dualrec.grounding.grounded import catalogue_choices
+from dualrec.grounding.matching import title_index
 from dualrec.grounding.pipeline import Stage2Prompt, Stage2Result, interpret, load_trained_lstm, prepare_prompt, run_stage2
-from dualrec.llm import EmptyAnswerError, GenerationSettings, LLMBackend, LLMError, adapter_on, load_backend
+from dualrec.grounding.prompts import TEMPLATES
+from dualrec.llm import (
+    ADAPTER_SEPARATOR,
+    EmptyAnswerError,
+    GenerationSettings,
+    LLMBackend,
+    LLMError,
+    adapter_on,
+    load_backend,
+    resolve_preset,
+)
+from dualrec.llm.base import looks_like_path
 from dualrec.ranking.base import Progress, RankedLists
 
 
 @dataclass(frozen=True)
 class LLMAnswers:
-    """One model's answers as a list system: `LLMAnswers("smollm2-135m", limit=20)`."""
+    """One model's answers as a list system: `LLMAnswers("smollm2-135m", limit=20)`. Options out of range, or a model
+    that names nothing (checked without loading it), raise ConfigError here, before any work."""
 
-    model: str  # a preset, a local folder or .gguf path, or PRESET+ADAPTER_FOLDER
-    template: str = FREEFORM_TEMPLATE
-    k: int = FREEFORM_K
-    limit: int | None = None  # a seeded subsample of the cases (the same cases for every model)
-    limit_seed: int = 0
-    max_new_tokens: int | None = None  # None: the preset's
+    model: str = DEFAULT_PRESET  # a preset, a local folder or .gguf path, or PRESET+ADAPTER_FOLDER
+    template: str = option(FREEFORM_TEMPLATE, "prompt template", choices=TEMPLATES)
+    k: int = option(FREEFORM_K, "how many movies the prompt asks for", AT_LEAST_1)
+    limit: int | None = option(None, "a seeded subsample of N cases, the same for every model (default: all)", AT_LEAST_1)
+    limit_seed: int = option(0, "seed of that subsample", SEED)
+    max_new_tokens: int | None = option(None, "answer length limit (default: the preset's)", AT_LEAST_1)
     lstm_dir: str | None = None
-    sample_seed: int | None = None  # None: greedy decoding (repeatable); else the preset's sampling with this seed
-    grounded: bool = False  # grounded answers: only real catalogue movies outside the window, K distinct ones
+    sample_seed: int | None = option(None, "sample at the preset's temperature with this seed (default: greedy decoding)", SEED)
+    grounded: bool = option(False, "grounded answers: only real catalogue movies outside the window, K distinct ones")
+    concurrency: int = option(
+        1, "requests at once to an OpenAI-compatible server (vLLM, an API); a local engine answers one at a time", AT_LEAST_1
+    )
     answers: str | Path | None = None  # a JSON-lines file that keeps every answer
     backend: LLMBackend | None = field(default=None, repr=False)  # a loaded model (left open); else loaded and closed
+
+    def __post_init__(self) -> None:
+        check_options(self, "freeform", None if self.backend else model_problem(self.model))
 
     @property
     def name(self) -> str:
@@ -64,29 +90,58 @@ class LLMAnswers:
         load_seconds = time.perf_counter() - started
         length = {"max_new_tokens": self.max_new_tokens} if self.max_new_tokens else {}
         settings = dataclasses.replace(backend.settings, greedy=self.sample_seed is None, seed=self.sample_seed, **length)
+        at_once, concurrency_note = requests_at_once(backend, self.concurrency)
+        if concurrency_note:
+            progress(f"note: {concurrency_note}")
+        started = time.perf_counter()
         try:
-            results = answer_prompts(dataset, backend, prompts, settings, progress, self.grounded)
+            results = answer_prompts(dataset, backend, prompts, settings, progress, at_once, self.grounded)
         except LLMError as error:
             raise DualrecError(f"{self.model}: {error}") from None
         finally:
             if self.backend is None:
                 backend.close()
+        answer_seconds = time.perf_counter() - started
         lists = ranked_items(dataset, cases, results)
         if self.answers:
             save_answers(Path(self.answers), cases, results, ranks_of_lists(lists, cases.targets))
         figures = answer_figures(dataset, results, lists)
-        answering = {"answers": round(sum(r.seconds for r in results), 2), "per_answer": round(figures["seconds_per_answer"], 3)}
-        run = {"lstm_pick": note is None, "settings": asdict(settings), "engine": type(backend).__name__}
+        answering = {"answers": round(answer_seconds, 2), "per_answer": round(figures["seconds_per_answer"], 3)}
+        run = {"lstm_pick": note is None, "settings": asdict(settings), "engine": type(backend).__name__, "concurrency": at_once}
+        run |= {"concurrency_note": concurrency_note} if concurrency_note else {}
         run |= {"grounded_answers": sum(bool(r.grounding and r.grounding.grounded) for r in results)} if self.grounded else {}
         return RankedLists(cases, lists, figures, run, {"load": round(load_seconds, 2)} | answering)
+
+
+def model_problem(spec: str) -> str | None:
+    """What keeps a model spec from naming a model, found without loading it: an unknown preset (an adapter's base
+    too) or a local model that is not there; None when nothing does."""
+    spec = spec.partition(ADAPTER_SEPARATOR)[0]
+    try:
+        if looks_like_path(spec) and not Path(spec).expanduser().exists():
+            return f"no model at {spec} (a local model is a folder or a .gguf file)"
+        resolve_preset(spec)
+    except LLMError as error:
+        return str(error)
+    return None
+
+
+def requests_at_once(backend: LLMBackend, concurrency: int) -> tuple[int, str | None]:
+    """How many requests the backend is sent at once: `concurrency` for an OpenAI-compatible server; one for a local
+    engine, which answers one at a time (its lock), with a note that says the concurrency asked was ignored."""
+    if concurrency == 1:
+        return 1, None
+    from dualrec.llm.openai_backend import OpenAIBackend  # openai loads only when requests may overlap
+
+    if isinstance(backend, OpenAIBackend):
+        return concurrency, None
+    return 1, f"concurrency {concurrency} ignored: {backend.name} runs locally ({type(backend).__name__}), one answer at a time"
 
 
 def sample_cases(cases: Windows, limit: int | None, seed: int) -> Windows:
     """`limit` cases drawn with `seed` (kept in their order), or all cases."""
     if limit is None or limit >= len(cases):
         return cases
-    if limit < 1:
-        raise DualrecError(f"--limit must be at least 1, not {limit}.")
     return cases.take(np.sort(np.random.default_rng(seed).choice(len(cases), size=limit, replace=False)))
 
 
@@ -104,18 +159,34 @@ def answer_prompts(
     prompts: list[Stage2Prompt],
     settings: GenerationSettings,
     progress: Progress,
+    at_once: int = 1,
     grounded: bool = False,
 ) -> list[Stage2Result]:
-    """Stage 2 on every prompt; an empty answer counts as an answer without titles."""
-    results = []
-    for number, prompt in enumerate(prompts, start=1):
+    """Stage 2 on every prompt, `at_once` of them in flight, the results in the prompts' order; an empty answer counts
+    as an answer without titles. A failure (or Ctrl-C) stops the answers under way and sends no more."""
+    stop = threading.Event()
+
+    def answer(prompt: Stage2Prompt) -> Stage2Result:
         started = time.perf_counter()
         try:
-            results.append(run_stage2(dataset, backend, prompt, settings, grounded=grounded))
+            return run_stage2(dataset, backend, prompt, settings, stop=stop, grounded=grounded)
         except EmptyAnswerError:
-            results.append(interpret(dataset, prompt, "", time.perf_counter() - started))
-        progress(f"{backend.name}: {number}/{len(prompts)} answers")
-    return results
+            return interpret(dataset, prompt, "", time.perf_counter() - started)
+
+    title_index(dataset)  # what every answer shares, built here once rather than by each thread at its first answer
+    if grounded:
+        catalogue_choices(dataset)
+    pool = ThreadPoolExecutor(max_workers=at_once, thread_name_prefix="freeform")
+    rows = {pool.submit(answer, prompt): row for row, prompt in enumerate(prompts)}
+    answered = {}
+    try:
+        for number, done in enumerate(as_completed(rows), start=1):
+            answered[rows[done]] = done.result()
+            progress(f"{backend.name}: {number}/{len(prompts)} answers")
+    finally:
+        stop.set()
+        pool.shutdown(cancel_futures=True)
+    return [answered[row] for row in range(len(prompts))]
 
 
 def ranked_items(dataset: Dataset, cases: Windows, results: list[Stage2Result]) -> list[list[int]]:
@@ -169,15 +240,24 @@ def answers_file(results: Path, model: str) -> Path:
 
 def llm_answers(models: Sequence[str], results: str | Path | None = None, **options) -> list[LLMAnswers]:
     """One list system per model, with the same options (so the same cases); with `results`, each keeps its answers
-    beside that results file. A base and its adapter both among them ('P' and 'P+A') share one loaded model: the
-    adapter's backend and its base view (adapter switched off), so the two answer on the same weights and engine."""
+    beside that results file. A base and its adapter among them share one loaded model (`shared_models`)."""
+    return shared_models(each_model(LLMAnswers(**options), models, results))
+
+
+def each_model(system: LLMAnswers, models: Sequence[str], results: str | Path | None = None) -> list[LLMAnswers]:
+    """The system for each model, every model checked and none loaded; with `results`, each keeps its answers beside
+    that results file."""
+    results = results and Path(results)
+    return [dataclasses.replace(system, model=model, answers=results and answers_file(results, model)) for model in models]
+
+
+def shared_models(systems: Sequence[LLMAnswers]) -> list[LLMAnswers]:
+    """The systems, a base and its adapter among them ('P' and 'P+A') given one loaded model: the adapter's backend
+    and its base view (adapter switched off), so the two answer on the same weights and engine."""
+    models = [system.model for system in systems]
     backends: dict[str, LLMBackend] = {}
     for base in models:
         if (adapter := adapter_on(base, models)) and adapter not in backends:
             backends[adapter] = loaded(adapter)
             backends[base] = backends[adapter].base()
-    results = results and Path(results)
-    return [
-        LLMAnswers(model, **options, answers=results and answers_file(results, model), backend=backends.get(model))
-        for model in models
-    ]
+    return [dataclasses.replace(system, backend=backends.get(system.model, system.backend)) for system in systems]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, FREEFORM
+from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, FREEFORM, DataConfig
 from dualrec.data.dataset import Dataset, Windows
 from dualrec.data.features import genre_matrix
 from dualrec.errors import DualrecError
@@ -139,6 +139,16 @@ def check_names(chosen: Sequence, allowed: Sequence[str], what: str) -> None:
         raise DualrecError(f"Unknown {what} {', '.join(unknown) or '(none given)'}; choose from {', '.join(allowed)}.")
 
 
+def checked_run(systems: Sequence, protocols: Sequence[str] | None, config: DataConfig) -> list[str]:
+    """The protocols of a run on data made with `config` (None: all of them), once every protocol and system name is
+    known (a run with none is refused); it needs no data, so a command checks its choice before the data loads."""
+    every = (*config.scored_protocols, FREEFORM)
+    protocols = list(every if protocols is None else protocols)
+    check_names(protocols, every, "protocol")
+    check_names(systems, system_names(), "system")
+    return protocols
+
+
 def evaluate(
     systems: Sequence[str | Recommender | ListRecommender],
     dataset: Dataset,
@@ -154,10 +164,7 @@ def evaluate(
     applies to it (a scoring system: full and sampled; a list system: freeform); the others are listed under
     "skipped". A name is made ready by the registry (the trained LSTM of `lstm_dir`, a baseline fitted within
     `baseline_minutes`); an object is used as given."""
-    every = (*dataset.config.scored_protocols, FREEFORM)
-    protocols = list(every if protocols is None else protocols)
-    check_names(protocols, every, "protocol")
-    check_names(systems, system_names(), "system")
+    protocols = checked_run(systems, protocols, dataset.config)
     started = time.perf_counter()
     names = [system if isinstance(system, str) else system.name for system in systems]
     entries, skipped = [], []
