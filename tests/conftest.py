@@ -71,6 +71,17 @@ def isolated_folders(tmp_path_factory: pytest.TempPathFactory) -> None:
     os.environ["HF_HUB_OFFLINE"] = "1"
 
 
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One torch thread for a module's tests: on a shared 2-core machine OpenMP's spinning makes two threads ~10x slower."""
+    import torch  # only the modules that ask load it
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def ml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated MovieLens-format folder (300 users, 1,100 movies)."""

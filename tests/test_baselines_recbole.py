@@ -30,13 +30,7 @@ TINY = {"embedding_size": 16, "hidden_size": 16, "inner_size": 32, "train_batch_
 ONE_EPOCH = TrainingBudget(max_epochs=1, max_minutes=1)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One torch thread: on a shared 2-core machine OpenMP's spinning makes two threads ~10x slower here."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class Fitted(dict):

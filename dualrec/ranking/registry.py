@@ -21,6 +21,7 @@ SYSTEMS: dict[str, str] = {
     **dict.fromkeys(
         ("slim", "fpmc", "narm", "stamp", "gru4rec", "sasrec"), "dualrec.ranking.baselines.recbole_models:recbole_recommender"
     ),
+    **dict.fromkeys(("gcegnn", "hide", "mcprn", "attenmixer"), "dualrec.ranking.baselines.session_models:session_recommender"),
 }
 
 

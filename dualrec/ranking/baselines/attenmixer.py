@@ -58,9 +58,9 @@ from torch import nn
 
 from dualrec.config import ABOVE_0, AT_LEAST_1, DROPOUT, Bounds, check_options, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines import mcprn
 from dualrec.ranking.baselines.mcprn import build_optimizer as build_optimizer  # the same Adam and decay
 from dualrec.ranking.baselines.mcprn import target_batch as target_batch  # the same targets
+from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, right_padded
 
 NORM_EPSILON = 1e-12
 LAYER_NORM_EPSILON = 1e-8
@@ -217,11 +217,10 @@ def node_lists(inputs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def session_batch(histories: Sequence[Sequence[int]], n_items: int, width: int | None = None) -> SessionBatch:
     """The reference's padded batch of histories (catalogue items, oldest first), `width` slots wide (default: the
-    longest history + 1; it must leave at least one padding slot). Bad histories: mcprn.session_batch's errors."""
-    inputs = mcprn.session_batch(histories, n_items, width)
-    if width is None:
-        inputs = F.pad(inputs, (0, 1))
-    elif inputs[:, -1].any():
+    longest history + 1; it must leave at least one padding slot). Bad histories: sessions.model_ids's errors."""
+    sequences = model_ids(histories, n_items, "Atten-Mixer")
+    inputs = right_padded(sequences, "Atten-Mixer", width or max(map(len, sequences)) + 1)
+    if inputs[:, -1].any():
         raise DualrecError(f"A padding width of {width} leaves no padding slot after the longest history; Atten-Mixer needs one.")
-    items, alias = node_lists(inputs.numpy())
-    return SessionBatch(inputs, inputs != mcprn.PADDING_ID, torch.from_numpy(items), torch.from_numpy(alias))
+    items, alias = node_lists(inputs)
+    return SessionBatch(*(torch.from_numpy(array) for array in (inputs, inputs != PADDING_ID, items, alias)))

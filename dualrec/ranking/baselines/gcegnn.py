@@ -54,10 +54,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from dualrec.config import ABOVE_0, AT_LEAST_1, DROPOUT, SEED, Bounds, check_options, option
-from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import DualrecError
+from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
 
-PADDING_ID = 0
 NO_EDGE_LOGIT = -9e15
 GLOBAL_SLOPE = 0.2  # the global aggregator's LeakyReLU slope, fixed in the reference
 SELF, IN, OUT, IN_OUT = 1, 2, 3, 4  # session-graph edge codes
@@ -114,33 +113,11 @@ class SessionBatch(NamedTuple):
         return SessionBatch(*(tensor.to(device) for tensor in self))
 
 
-def node_sequences(
-    histories: Sequence[Sequence[int]], n_items: int, what: str = "history", model: str = "GCE-GNN"
-) -> list[np.ndarray]:
-    """Each history's node ids (item + 1), oldest first, PAD_ITEM dropped; refuses empty and out-of-catalogue input
-    (the messages name `model`)."""
-    try:
-        sequences = [np.asarray(history, dtype=np.int64).reshape(-1) for history in histories]
-    except (TypeError, ValueError) as error:
-        raise DualrecError(f"{model} reads each {what} as a list of catalogue items ({error}).") from error
-    if not sequences:
-        raise DualrecError(f"{model} got no {what} at all.")
-    for number, sequence in enumerate(sequences):
-        items = sequence[sequence != PAD_ITEM]
-        if not len(items):
-            raise DualrecError(f"{what.capitalize()} {number} has no catalogue movie; {model} needs at least one.")
-        outside = items[(items < 0) | (items >= n_items)]
-        if len(outside):
-            raise DualrecError(f"{what.capitalize()} {number} holds item {outside[0]}, outside the catalogue's 0..{n_items - 1}.")
-        sequences[number] = items + 1
-    return sequences
-
-
 def cooccurrence_neighbours(sessions: Sequence[Sequence[int]], n_items: int, options: GCEGNNOptions) -> GlobalGraph:
     """build_graph.py: per node id its `neighbours` most frequent partners within `graph_distance` steps (both
     directions, self pairs included), most frequent first, ties in first-seen order; -1 marks an empty slot."""
     sources, partners = [], []
-    for nodes in node_sequences(sessions, n_items, "training session"):
+    for nodes in model_ids(sessions, n_items, "GCE-GNN", "training session"):
         for step in range(1, options.graph_distance + 1):
             earlier, later = nodes[:-step], nodes[step:]
             sources.append(np.stack([earlier, later], axis=1).reshape(-1))  # (earlier, later) then (later, earlier)
@@ -200,17 +177,13 @@ def session_batch(histories: Sequence[Sequence[int]], n_items: int, width: int |
 
     `width` pads further than the longest history (the scores do not depend on it). PAD_ITEM entries are dropped; an
     empty batch, a history with no catalogue item or an item outside 0..n_items-1 is refused with a DualrecError."""
-    sequences = node_sequences(histories, n_items)
-    longest = max(map(len, sequences))
-    width = width or longest
-    if width < longest:
-        raise DualrecError(f"GCE-GNN cannot pad histories of {longest} items to a width of {width}.")
-    inputs = np.zeros((len(sequences), width), dtype=np.int64)
+    sequences = model_ids(histories, n_items, "GCE-GNN")
+    inputs = right_padded([sequence[::-1] for sequence in sequences], "GCE-GNN", width)
+    width = inputs.shape[1]
     items = np.zeros_like(inputs)
     alias = np.zeros_like(inputs)
     adjacency = np.zeros((len(sequences), width, width), dtype=np.int64)
     for row, sequence in enumerate(sequences):
-        inputs[row, : len(sequence)] = sequence[::-1]
         nodes, alias[row] = np.unique(inputs[row], return_inverse=True)
         items[row, : len(nodes)] = nodes
         session_edges(alias[row].tolist(), len(sequence), adjacency[row])
@@ -365,8 +338,7 @@ def build_model(n_items: int, sessions: Sequence[Sequence[int]], options: GCEGNN
 def build_optimizer(model: GCEGNN) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
     """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay."""
     options = model.options
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.l2)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.lr_dc_step, gamma=options.lr_dc)
+    return reference_optimizer(model, options.learning_rate, options.l2, options.lr_dc_step, options.lr_dc)
 
 
 def reference_names(hops: int) -> dict[str, str]:

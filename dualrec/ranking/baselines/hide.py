@@ -64,9 +64,8 @@ from torch import nn
 
 from dualrec.config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, Bounds, check_options, fits, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines.gcegnn import node_sequences
+from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
 
-PADDING_ID = 0  # the model's id of padding; catalogue item i is id i + 1
 POSITIONS = 200  # rows of the reference's position table: the widest padded session the model reads
 INTENT_SIMILARITY_SCALE = 10.0  # DisentangleGraph's t (it only ranks the nodes)
 SCORE_SCALE = 10.0  # the reference's w_k on the disentangled session vector
@@ -154,12 +153,6 @@ class HIDEOutput(NamedTuple):
     intent_loss: torch.Tensor
 
 
-def model_ids(histories: Sequence[Sequence[int]], n_items: int) -> list[np.ndarray]:
-    """Each history's model ids (item + 1), oldest first, PAD_ITEM dropped; an empty batch, a history with no
-    catalogue item, or an item outside 0..n_items-1 is refused."""
-    return node_sequences(histories, n_items, model="HIDE")
-
-
 def window_counts(lengths: np.ndarray, options: HIDEOptions) -> np.ndarray:
     """The sliding-window hyperedges of sessions of these lengths."""
     return sum((np.maximum(0, lengths - size + 1) for size in options.window_sizes), np.zeros_like(lengths))
@@ -173,7 +166,7 @@ def edge_counts(lengths: np.ndarray, distinct: np.ndarray, options: HIDEOptions)
 def split_widths(histories: Sequence[Sequence[int]], n_items: int, options: HIDEOptions) -> Widths:
     """The widths the reference pads a whole split to: its longest history, and the most hyperedges a history of it
     has (at least one column)."""
-    return widths_of(model_ids(histories, n_items), options)
+    return widths_of(model_ids(histories, n_items, "HIDE"), options)
 
 
 def widths_of(arrays: list[np.ndarray], options: HIDEOptions) -> Widths:
@@ -235,15 +228,13 @@ def session_batch(
     """A batch of histories (catalogue items, oldest first) as the model's inputs, padded to `widths` (the split's
     `split_widths` reproduces the reference; by default the batch's own). A history longer than the widths keeps its
     most recent items."""
-    arrays = model_ids(histories, n_items)
+    arrays = model_ids(histories, n_items, "HIDE")
     widths = widths_of(arrays, options) if widths is None else widths
     if not 1 <= widths.positions <= POSITIONS or widths.edges < 1:
         raise DualrecError(f"HIDE pads to 1..{POSITIONS} positions and at least one hyperedge column, not {tuple(widths)}.")
     arrays = [items[-widths.positions :] for items in arrays]
     lengths = np.array([len(items) for items in arrays])
-    sequence = np.full((len(arrays), widths.positions), PADDING_ID, dtype=np.int64)
-    for row, items in enumerate(arrays):
-        sequence[row, : len(items)] = items[::-1]
+    sequence = right_padded([items[::-1] for items in arrays], "HIDE", widths.positions)
     nodes, alias, slots = node_lists(sequence)
     distinct = slots - (lengths < widths.positions)
     needed = edge_counts(lengths, distinct, options).max()
@@ -435,5 +426,4 @@ def build_model(n_items: int, options: HIDEOptions | None = None) -> HIDE:
 def build_optimizer(model: HIDE) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
     """The reference's optimiser (Adam with coupled L2) and its learning-rate schedule (stepped once per epoch)."""
     options = model.options
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.lr_decay_epochs, gamma=options.lr_decay)
+    return reference_optimizer(model, options.learning_rate, options.weight_decay, options.lr_decay_epochs, options.lr_decay)

@@ -43,10 +43,9 @@ import torch
 from torch import nn
 
 from dualrec.config import ABOVE_0, AT_LEAST_1, Bounds, check_options, option
-from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import DualrecError
+from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
 
-PADDING_ID = 0
 PROBABILITY_FLOOR = 1e-9  # the reference clamps the in-batch softmax before its log
 
 
@@ -112,14 +111,15 @@ class MCPRN(nn.Module):
         bias_ih = torch.stack([channel.bias_ih for channel in self.channels])
         from_inputs = torch.einsum("bld,kgd->blkg", self.item_embedding(inputs), weight_ih) + bias_ih
         state = inputs.new_zeros((inputs.shape[0], self.options.purposes, self.options.dim), dtype=weight_ih.dtype)
-        for position in range(inputs.shape[1]):
+        # unbind, not indexing: one backward per position would fill a zero gradient as large as the whole input
+        for step_input, gate in zip(from_inputs.unbind(1), gates.unbind(1)):
             from_state = torch.einsum("bkd,kgd->bkg", state, weight_hh) + bias_hh
-            input_reset, input_update, input_new = from_inputs[:, position].chunk(3, dim=-1)
+            input_reset, input_update, input_new = step_input.chunk(3, dim=-1)
             state_reset, state_update, state_new = from_state.chunk(3, dim=-1)
             reset = torch.sigmoid(input_reset + state_reset)
             update = torch.sigmoid(input_update + state_update)
             new = torch.tanh(input_new + reset * state_new)
-            state = state - gates[:, position].unsqueeze(-1) * update * (state - new)
+            state = state - gate.unsqueeze(-1) * update * (state - new)
         return state
 
     def candidate_purpose_weights(self, candidates: torch.Tensor) -> torch.Tensor:
@@ -163,23 +163,7 @@ def session_batch(histories: Sequence[Sequence[int]], n_items: int, width: int |
 
     PAD_ITEM entries are dropped; an empty batch, a history with no catalogue item, an item outside 0..n_items-1 or a
     width below the longest history is refused with a DualrecError."""
-    sessions = [np.asarray(history, dtype=np.int64).reshape(-1) for history in histories]
-    sessions = [session[session != PAD_ITEM] for session in sessions]
-    if not sessions:
-        raise DualrecError("Got an empty batch of histories.")
-    for number, session in enumerate(sessions):
-        if not len(session):
-            raise DualrecError(f"History {number} of the batch has no catalogue movie; the model needs at least one.")
-        outside = session[(session < 0) | (session >= n_items)]
-        if len(outside):
-            raise DualrecError(f"History {number} holds item {outside[0]}, outside the catalogue's 0..{n_items - 1}.")
-    longest = max(map(len, sessions))
-    if width is not None and width < longest:
-        raise DualrecError(f"A padding width of {width} cannot hold a history of {longest} items.")
-    batch = np.full((len(sessions), width or longest), PADDING_ID, dtype=np.int64)
-    for row, session in zip(batch, sessions):
-        row[: len(session)] = session + 1
-    return torch.from_numpy(batch)
+    return torch.from_numpy(right_padded(model_ids(histories, n_items, "MCPRN"), "MCPRN", width))
 
 
 def target_batch(targets: Sequence[int], n_items: int) -> torch.Tensor:
@@ -195,5 +179,4 @@ def build_optimizer(model: nn.Module) -> tuple[torch.optim.Adam, torch.optim.lr_
     """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay, from the model's options
     (learning_rate, l2, lr_dc_step, lr_dc; Atten-Mixer's reference uses the same)."""
     options = model.options
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.l2)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.lr_dc_step, gamma=options.lr_dc)
+    return reference_optimizer(model, options.learning_rate, options.l2, options.lr_dc_step, options.lr_dc)

@@ -13,10 +13,7 @@ training speed), and torch.utils.tensorboard, which it imports, would load Tenso
 
 from __future__ import annotations
 
-import copy
 import functools
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -32,11 +29,18 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dualrec.config import paths
 from dualrec.data.dataset import PAD_ITEM, Dataset
 from dualrec.errors import DualrecError
-from dualrec.evaluation.harness import ranks_full, watched_before
-from dualrec.evaluation.metrics import ndcg
+from dualrec.ranking.baselines.fitting import (
+    VALIDATION_K,
+    TrainingBudget,
+    baseline_file,
+    device_name,
+    early_stopping,
+    gradient_steps,
+    torch_device,
+    validation_ndcg,
+)
 from dualrec.ranking.baselines.recbole_data import BENCHMARK_PART, prefix_windows, write_benchmark
 
 log = logging.getLogger(__name__)
@@ -45,21 +49,11 @@ MODELS = {"slim": "SLIMElastic", "fpmc": "FPMC", "gru4rec": "GRU4Rec", "narm": "
 DATASET_NAME = "dualrec"
 CACHE_VERSION = 1
 SCORE_BATCH = 1024
-VALIDATION_K = 10
 NUMPY_ALIASES = {"float_": np.float64, "complex_": np.complex128, "unicode_": np.str_, "bool8": np.bool_}
 
 
 class MissingRecBoleError(DualrecError):
     """RecBole, an optional extra, is not installed."""
-
-
-@dataclass(frozen=True)
-class TrainingBudget:
-    """How long one baseline may train: whichever of the limits comes first ends training."""
-
-    max_epochs: int = 50
-    max_minutes: float = 30.0
-    patience: int = 3  # epochs without a better validation NDCG@10
 
 
 # The reference runs' budgets on this shared 2-core CPU (one torch thread, 498k training samples; an epoch takes
@@ -104,10 +98,6 @@ def import_recbole() -> types.SimpleNamespace:
         Sampler=Sampler, InputType=InputType, get_model=get_model, init_seed=init_seed, sparse=sparse,
         version=recbole.__version__,
     )  # fmt: skip
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def build_train_set(recbole: types.SimpleNamespace, config):
@@ -156,10 +146,7 @@ class RecBoleRecommender:
 
     def cache_file(self, dataset: Dataset) -> Path:
         """Where the model trained on this data with these options is kept."""
-        key = json.dumps(
-            [CACHE_VERSION, dataset.fingerprint, dataset.config.as_dict(), self.settings], sort_keys=True, default=str
-        )
-        return paths().models / "baselines" / f"{self.name}-{hashlib.md5(key.encode()).hexdigest()[:16]}.pt"
+        return baseline_file(self.name, dataset, self.settings, CACHE_VERSION)
 
     def fit(self, dataset: Dataset) -> None:
         recbole = import_recbole()
@@ -207,7 +194,7 @@ class RecBoleRecommender:
     @property
     def device(self) -> torch.device:
         """Where the model trains and scores: the GPU when CUDA is available, else the CPU."""
-        return torch.device("cuda" if self.gpu_capable and torch.cuda.is_available() else "cpu")
+        return torch_device(self.gpu_capable)
 
     def recbole_config(self, recbole: types.SimpleNamespace, folder: str, window: int):
         """RecBole's configuration: its defaults for the model, our files, the device, the seed, then `params`."""
@@ -233,12 +220,6 @@ class RecBoleRecommender:
         with mock.patch.object(sys, "argv", sys.argv[:1]):  # RecBole would read --key=value from our command line
             return recbole.Config(model=model_class, dataset=DATASET_NAME, config_dict=settings)
 
-    def validate(self, dataset: Dataset, watched: np.ndarray) -> float:
-        """NDCG@10 of the validation cases under the harness's full protocol (watched movies excluded)."""
-        cases = dataset.cases["val"]
-        ranks = ranks_full(self.score(cases.histories, cases.users), cases.targets, watched)
-        return round(float(ndcg(ranks, VALIDATION_K).mean()), 5)
-
     def train(self, recbole: types.SimpleNamespace, config, train_set, dataset: Dataset) -> None:
         """Adam on the model's own loss, one validation per epoch; keeps the best epoch's weights."""
         sampler = None
@@ -248,39 +229,11 @@ class RecBoleRecommender:
             )
         loader = recbole.TrainDataLoader(config, train_set, sampler, shuffle=True)
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
-        watched = watched_before(dataset, dataset.cases["val"])
-        deadline = time.monotonic() + 60 * self.budget.max_minutes
-        best, best_state, stale, scores, stop = -1.0, None, 0, [], "max_epochs"
-        for epoch in range(1, self.budget.max_epochs + 1):
-            self.model.train()
-            losses = []
-            for batch in loader:
-                optimizer.zero_grad()
-                loss = self.model.calculate_loss(batch.to(self.device))
-                loss.backward()
-                optimizer.step()
-                losses.append(loss.item())
-                if time.monotonic() > deadline:
-                    break
-            self.model.eval()
-            scores.append(self.validate(dataset, watched))
-            log.info(
-                "%s epoch %d: loss %.4f, validation NDCG@%d %.4f", self.name, epoch, np.mean(losses), VALIDATION_K, scores[-1]
-            )
-            if scores[-1] > best:
-                best, best_state, stale = scores[-1], copy.deepcopy(self.model.state_dict()), 0
-            else:
-                stale += 1
-            if time.monotonic() > deadline or stale >= self.budget.patience:
-                stop = "budget" if time.monotonic() > deadline else "patience"
-                break
-        self.model.load_state_dict(best_state)
-        self.training = {
-            "epochs": len(scores),
-            "best_epoch": int(np.argmax(scores)) + 1,
-            "stopped_by": stop,
-            f"val_ndcg@{VALIDATION_K}": scores,
-        }
+
+        def run_epoch(deadline: float) -> float:
+            return gradient_steps(optimizer, loader, lambda batch: self.model.calculate_loss(batch.to(self.device)), deadline)
+
+        self.training = early_stopping(self.name, self.model, self.budget, run_epoch, validation_ndcg(self, dataset))
 
     def score(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
         if self.model is None:
@@ -329,7 +282,7 @@ class SLIMRecommender(RecBoleRecommender):
     def train(self, recbole: types.SimpleNamespace, config, train_set, dataset: Dataset) -> None:
         self.training = {
             "epochs": 0,
-            f"val_ndcg@{VALIDATION_K}": [self.validate(dataset, watched_before(dataset, dataset.cases["val"]))],
+            f"val_ndcg@{VALIDATION_K}": [validation_ndcg(self, dataset)()],
         }
 
     def predict(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
