@@ -111,6 +111,16 @@ def no_lstm_cases(command: str, flag: str) -> list:
     ]
 
 
+def hybrid_cases(command: str) -> list:
+    """The hybrid's options: its LLM (unknown, or an API without log-probabilities) and its candidate count."""
+    return [
+        case(command, RANGE, ["--llm", "gpt-17"], "Invalid hybrid options: --llm: unknown model preset 'gpt-17'"),
+        case(command, TYPE, ["--llm", "deepseek-v3"], "the hybrid reads the log-probabilities of given answers, so it needs"),
+        case(command, RANGE, ["--candidates", "1001"], "Invalid hybrid options: --candidates must be from 1 to 1000, not 1001."),
+        not_int(command, "--candidates", "twenty"),
+    ]
+
+
 FINETUNE_COUNTS = ("--r", "--alpha", "--steps", "--batch-size", "--grad-accum", "--max-length", "--examples-per-user")
 FINETUNE_COUNTS += ("--val-examples", "--eval-steps", "--save-steps")
 
@@ -134,6 +144,9 @@ CASES = [
     case("recommend", RANGE, ["--k", "0"], "Invalid option: --k must be at least 1, not 0."),
     not_int("recommend", "--k", "ten"),
     *no_lstm_cases("recommend", "--model"),
+    *(c for command in ("recommend", "evaluate") for c in hybrid_cases(command)),
+    case("recommend", RANGE, ["--weight", "-1"], "Invalid hybrid options: --weight must be at least 0, not -1.0."),
+    case("recommend", TYPE, ["--weight", "heavy"], "argument --weight: invalid float value: 'heavy'"),
     # finetune
     case("finetune", RANGE, ["--base", "gpt-17"], "unknown model preset 'gpt-17'"),
     case("finetune", TYPE, ["--base", "deepseek-v3"], "deepseek-v3 is an API model: a LoRA adapter needs a local base model"),
@@ -202,6 +215,12 @@ CASES = [
     not_int("evaluate", "--sample-seed", "x"),
     below_one("evaluate", "--concurrency"),
     not_int("evaluate", "--concurrency", "many"),
+    case("evaluate", RANGE, ["--hybrid-weights", "0.5,1"], "Invalid hybrid options: --hybrid-weights must include 0 (the LSTM"),
+    case("evaluate", TYPE, ["--hybrid-weights", "0,w"], "argument --hybrid-weights: '0,w' is not a comma-separated list"),
+    below_one("evaluate", "--hybrid-limit"),
+    not_int("evaluate", "--hybrid-limit", "half"),
+    bad_seed("evaluate", "--hybrid-limit-seed"),
+    not_int("evaluate", "--hybrid-limit-seed", "x"),
     # results (commands/evaluate.py)
     case("results", RANGE, ["{fixture}/no-results.json"], "Cannot read results file {fixture}/no-results.json", option="files"),
     case("results", TYPE, ["{fixture}/ratings.dat"], "Cannot read results file {fixture}/ratings.dat", option="files"),

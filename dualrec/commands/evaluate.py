@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import re
 import sys
 import time
@@ -18,16 +19,18 @@ from dualrec.commands.common import (
     positive_minutes,
 )
 from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, SEED, paths
-from dualrec.data.dataset import load_dataset
+from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.errors import ConfigError, DualrecError
-from dualrec.evaluation.freeform import LLMAnswers, each_model, shared_models
+from dualrec.evaluation.freeform import LLMAnswers, each_model, sample_cases, shared_models
 from dualrec.evaluation.harness import check_names, checked_run, evaluate
-from dualrec.evaluation.results import markdown_table, read_results, write_results
+from dualrec.evaluation.results import read_results, results_tables, write_results
 from dualrec.llm import DEFAULT_PRESET
-from dualrec.ranking.registry import system_names
+from dualrec.ranking.hybrid import HybridOptions, HybridRecommender
+from dualrec.ranking.registry import HYBRID, system_names
 
 # the fields of LLMAnswers that are options of --protocol freeform
 FREEFORM_OPTIONS = ("limit", "limit_seed", "template", "k", "max_new_tokens", "sample_seed", "concurrency", "grounded")
+HYBRID_OPTIONS = ("llm", "candidates", "scorer", "weights")  # the fields of HybridOptions that are options of the hybrid
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +60,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bootstrap", type=int, default=BOOTSTRAP_SAMPLES, help="bootstrap resamples (default %(default)s)")
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
+    add_hybrid_options(parser)
     parser.set_defaults(handler=run)
     table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
     table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
@@ -76,6 +80,56 @@ def add_freeform_options(parser: argparse.ArgumentParser) -> None:
         "smollm2-135m,smollm2-135m+adapters/NAME): " + MODEL_HELP,
     )
     add_field_options(group, LLMAnswers, FREEFORM_OPTIONS)
+
+
+def add_hybrid_options(parser: argparse.ArgumentParser) -> None:
+    """The options of the hybrid (--systems ...,hybrid) and of the case subsample its CPU runs take."""
+    group = parser.add_argument_group(
+        "hybrid (--systems lstm,hybrid: the LSTM's top N re-ranked by an LLM, w chosen on the validation cases)"
+    )
+    add_field_options(group, HybridOptions, HYBRID_OPTIONS, types={"weights": numbers})
+    group.add_argument(
+        "--hybrid-limit",
+        type=int,
+        help="a seeded subsample of N validation and N test cases, the same for every system (for CPU runs; default: all)",
+    )
+    group.add_argument("--hybrid-limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
+
+
+def numbers(text: str) -> tuple[float, ...]:
+    """An argparse type: numbers separated by commas."""
+    try:
+        return tuple(float(number) for number in text.split(",") if number.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
+
+
+def case_sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
+    """The data with `limit` validation and `limit` test cases drawn with `seed` (every system scores the same ones),
+    or all of them."""
+    if limit is None:
+        return dataset
+    return dataclasses.replace(dataset, cases={split: sample_cases(cases, limit, seed) for split, cases in dataset.cases.items()})
+
+
+def ready_hybrid(systems: list[str], protocols: list[str], options: HybridOptions, dataset: Dataset, args) -> list:
+    """The systems, 'hybrid' replaced by the hybrid of the command's options made ready (the LSTM and LLM loaded, w
+    chosen on the validation cases) when a protocol that scores it is chosen."""
+    if HYBRID not in systems or not set(protocols) & set(dataset.config.scored_protocols):
+        return systems
+    hybrid = HybridRecommender(options, args.lstm_dir, progress=lambda message: print(message, file=sys.stderr))
+    hybrid.fit(dataset)
+    return [hybrid if name == HYBRID else name for name in systems]
+
+
+def name_the_sample(document: dict, dataset: Dataset, args: argparse.Namespace) -> None:
+    """With --hybrid-limit, every row's name and the run's options say which cases were drawn."""
+    if args.hybrid_limit is None:
+        return
+    counts = {f"{split}_cases": len(cases) for split, cases in dataset.cases.items()}
+    document["options"]["case_sample"] = {"limit": args.hybrid_limit, "seed": args.hybrid_limit_seed} | counts
+    for entry in document["results"]:
+        entry["system"] += f" ({len(dataset.cases[args.split])} {args.split} cases, seed {args.hybrid_limit_seed})"
 
 
 def comma_list(text: str) -> list[str]:
@@ -110,7 +164,7 @@ def show_results(args: argparse.Namespace) -> None:
             "No results files given and none in ./results: make one with `dualrec evaluate --out results/NAME.json`."
         )
     entries = [entry for file in files for entry in read_results(file)["results"] if args.protocol in (None, entry["protocol"])]
-    print(markdown_table(entries, intervals=not args.no_intervals))
+    print(results_tables(entries, intervals=not args.no_intervals))
 
 
 def run(args: argparse.Namespace) -> None:
@@ -121,8 +175,14 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_results_file(out)
     answering = freeform_systems(args, protocols, out)
+    hybrid = options_from_args(HybridOptions(), args)  # bad hybrid options stop here, even when the hybrid is not chosen
+    check_option("--hybrid-limit", args.hybrid_limit, AT_LEAST_1)
+    check_option("--hybrid-limit-seed", args.hybrid_limit_seed, SEED)
     protocols = checked_run([*systems, *answering], protocols, config)
-    dataset = load_dataset(args.data_dir, config, use_cache=not args.no_cache)
+    dataset = case_sample(
+        load_dataset(args.data_dir, config, use_cache=not args.no_cache), args.hybrid_limit, args.hybrid_limit_seed
+    )
+    systems = ready_hybrid(systems, protocols, hybrid, dataset, args)
     document = evaluate(
         [*systems, *shared_models(answering)],
         dataset,
@@ -135,9 +195,10 @@ def run(args: argparse.Namespace) -> None:
         progress=lambda message: print(message, file=sys.stderr),
     )
     document["options"]["data_dir"] = args.data_dir
+    name_the_sample(document, dataset, args)
     path = write_results(document, out)
     skipped = ", ".join(f"{row['system']} ({row['protocol']})" for row in document["skipped"])
-    print(markdown_table(document["results"]))
+    print(results_tables(document["results"]))
     print(
         f"\n{len(document['results'])} rows, {document['data']['cases']} {args.split} cases, {document['seconds']} s; 95% "
         f"bootstrap intervals over cases in brackets, ± spread over negative seeds. Written to {path}"

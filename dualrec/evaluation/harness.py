@@ -20,8 +20,10 @@ from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, FREEFORM, DataConf
 from dualrec.data.dataset import Dataset, Windows
 from dualrec.data.features import genre_matrix
 from dualrec.errors import DualrecError
+from dualrec.evaluation.metrics import hit_rate
 from dualrec.evaluation.results import result_entry, results_document
-from dualrec.ranking.base import ListRecommender, Progress, Recommender
+from dualrec.evaluation.significance import paired_comparison
+from dualrec.ranking.base import ListRecommender, Progress, Recommender, Reranker
 from dualrec.ranking.registry import load_system, system_names
 
 LIST_LENGTH = 10  # the top-k lists behind coverage and genre similarity
@@ -84,17 +86,45 @@ def padded_lists(lists: Sequence[Sequence[int]], length: int = LIST_LENGTH) -> n
 
 
 def protocol_ranks(
-    protocol: str, scores: np.ndarray, dataset: Dataset, cases: Windows, watched: np.ndarray
+    protocol: str, scores: np.ndarray, dataset: Dataset, cases: Windows, watched: np.ndarray, system: object = None
 ) -> tuple[np.ndarray, dict]:
-    """(repeats, cases) ranks of a scoring protocol, and the figures that say how they were drawn."""
+    """(repeats, cases) ranks of a scoring protocol, and the figures that say how they were drawn (a re-ranker's, under
+    a sampled protocol, from its scores of the protocol's candidates)."""
     full, sampled = dataset.config.scored_protocols
     if protocol == full:
         return ranks_full(scores, cases.targets, watched)[None], {"candidates": "catalogue minus watched"}
     if protocol == sampled:
         seeds = dataset.config.negative_seeds
-        ranks = np.stack([ranks_sampled(scores, cases.targets, dataset.negatives(cases, seed)) for seed in seeds])
+        draws = [dataset.negatives(cases, seed) for seed in seeds]
+        ranks = np.stack([ranks_sampled(sampled_scores(system, scores, cases, drawn), cases.targets, drawn) for drawn in draws])
         return ranks, {"candidates": f"target + {dataset.config.negatives} never-rated", "negative_seeds": list(seeds)}
     raise DualrecError(f"Unknown protocol {protocol!r}; choose from {', '.join(dataset.config.scored_protocols)}.")
+
+
+def sampled_scores(system: object, scores: np.ndarray, cases: Windows, negatives: np.ndarray) -> np.ndarray:
+    """The scores a sampled protocol ranks by: a re-ranker's own scores of exactly its candidates (the target and
+    `negatives`, given in item order so that their order says nothing), else the catalogue scores."""
+    if not isinstance(system, Reranker):
+        return scores
+    candidates = np.sort(np.c_[cases.targets, negatives], axis=1)
+    own = np.full(scores.shape, -np.inf)
+    np.put_along_axis(own, candidates, system.score_candidates(cases.histories, cases.users, candidates), axis=1)
+    return own
+
+
+def baseline_comparison(
+    system: Reranker, protocol: str, ranks: np.ndarray, dataset: Dataset, cases: Windows, watched: np.ndarray, **bootstrap
+) -> dict:
+    """A re-ranker beside its baseline on the same cases under the same protocol: the paired differences with their
+    bootstrap intervals and the exact McNemar test on HR@5 (significance.py), and under full the baseline's HR@depth,
+    the most that re-ranking its top `depth` can hit."""
+    baseline = system.baseline
+    scores = np.asarray(baseline.score(cases.histories, cases.users), dtype=np.float64)
+    baseline_ranks, _ = protocol_ranks(protocol, scores, dataset, cases, watched, baseline)
+    extra = {"paired": {"baseline": baseline.name} | paired_comparison(baseline_ranks, ranks, **bootstrap)}
+    if protocol == dataset.config.scored_protocols[0]:
+        extra["ceiling"] = {f"HR@{system.depth}": float(hit_rate(baseline_ranks, system.depth).mean())}
+    return extra
 
 
 def evaluate_system(
@@ -125,7 +155,9 @@ def evaluate_system(
     entries = []
     for protocol in protocols or dataset.config.scored_protocols:
         started = time.perf_counter()
-        ranks, extra = protocol_ranks(protocol, scores, dataset, cases, watched)
+        ranks, extra = protocol_ranks(protocol, scores, dataset, cases, watched, system)
+        if isinstance(system, Reranker):
+            extra |= baseline_comparison(system, protocol, ranks, dataset, cases, watched, samples=samples, seed=seed)
         lists = top_lists(scores, watched) if protocol == dataset.config.scored_protocols[0] else None
         seconds = timing | {"protocol": round(time.perf_counter() - started, 2)}
         entries.append(result_entry(system.name, protocol, ranks, lists=lists, extra=extra, seconds=seconds, seed=seed, **common))

@@ -15,6 +15,7 @@ from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_KS
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
 from dualrec.evaluation.metrics import LEVEL, list_diversity, summarise
+from dualrec.evaluation.significance import COMPARED, MCNEMAR_K
 
 FORMAT_VERSION = 1
 
@@ -130,12 +131,53 @@ def table_rows(entries: list[dict], intervals: bool = True) -> list[dict[str, st
     return rows
 
 
-def markdown_table(entries: list[dict], intervals: bool = True) -> str:
-    """The entries as a markdown table (95% bootstrap intervals in brackets; ± the spread over negative seeds)."""
-    rows = table_rows(entries, intervals)
+def markdown(rows: list[dict[str, str]]) -> str:
+    """Rows of text as a markdown table, its columns the first row's."""
     if not rows:
         return ""
     header = list(rows[0])
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(row.get(column, "") for column in header) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def markdown_table(entries: list[dict], intervals: bool = True) -> str:
+    """The entries as a markdown table (95% bootstrap intervals in brackets; ± the spread over negative seeds)."""
+    return markdown(table_rows(entries, intervals))
+
+
+def comparison_rows(entries: list[dict], intervals: bool = True) -> list[dict[str, str]]:
+    """Printable rows of the entries paired with their baseline on the same cases (a re-ranker's `paired` figures): its
+    weight w, the baseline's ceiling (HR@N of the N re-ranked), each metric's difference (system minus baseline) with
+    its paired bootstrap interval, and the exact McNemar test on HR@5 (cases only the system hits vs only the baseline;
+    one test per negative seed)."""
+    rows = []
+    for entry in entries:
+        paired = entry.get("extra", {}).get("paired")
+        if not paired:
+            continue
+        row = {"system": entry["system"], "protocol": entry["protocol"], "baseline": paired["baseline"]}
+        row["w"] = str(entry["options"].get("weight", ""))
+        row["ceiling"] = ", ".join(f"{name} {value:.4f}" for name, value in entry["extra"].get("ceiling", {}).items())
+        for name in COMPARED:
+            difference = paired[name]
+            text = f"{difference['difference']:+.4f}"
+            row[f"Δ{name}"] = text + (f" [{difference['low']:+.3f}, {difference['high']:+.3f}]" if intervals else "")
+        tests = paired["mcnemar"]
+        row[f"McNemar HR@{MCNEMAR_K}"] = "; ".join(
+            f"{test['system_only']} vs {test['baseline_only']}, p {test['p_value']:.3g}" for test in tests
+        )
+        rows.append(row)
+    return rows
+
+
+def results_tables(entries: list[dict], intervals: bool = True) -> str:
+    """The markdown table of the entries, and below it, when some are paired with a baseline, the table of their
+    paired differences."""
+    paired = markdown(comparison_rows(entries, intervals))
+    caption = (
+        "\n\nPaired with the baseline on the same cases: differences (system minus baseline)"
+        + (" with 95% paired bootstrap intervals" if intervals else "")
+        + f"; exact McNemar on HR@{MCNEMAR_K}: cases only the system hits vs only the baseline (one per negative seed)\n"
+    )
+    return markdown_table(entries, intervals) + (caption + paired if paired else "")

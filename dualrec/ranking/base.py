@@ -33,6 +33,20 @@ class Recommender(Protocol):
         """Scores over the catalogue for each history."""
 
 
+@runtime_checkable
+class Reranker(Recommender, Protocol):
+    """A scoring system that re-orders the top `depth` items of another system, its `baseline` (the hybrid: the
+    LSTM's top N re-ranked by an LLM). Its `score` ranks under `full`; under a sampled protocol the harness asks it to
+    score the protocol's own candidates instead, and each of its rows carries the paired comparison with its baseline
+    on the same cases."""
+
+    baseline: Recommender
+    depth: int
+
+    def score_candidates(self, histories: np.ndarray, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """(n, m) scores of each case's m candidate items (given in no meaningful order); higher is better."""
+
+
 @dataclass(frozen=True)
 class RankedLists:
     """A list system's answer to a split's cases."""

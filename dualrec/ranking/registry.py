@@ -16,12 +16,14 @@ from dualrec.errors import DualrecError
 from dualrec.ranking.base import Recommender
 
 LSTM = "lstm"
+HYBRID = "hybrid"
 SYSTEMS: dict[str, str] = {
     "mostpop": "dualrec.ranking.baselines.mostpop:MostPop",
     **dict.fromkeys(
         ("slim", "fpmc", "narm", "stamp", "gru4rec", "sasrec"), "dualrec.ranking.baselines.recbole_models:recbole_recommender"
     ),
     **dict.fromkeys(("gcegnn", "hide", "mcprn", "attenmixer"), "dualrec.ranking.baselines.session_models:session_recommender"),
+    HYBRID: "dualrec.ranking.hybrid:registered",  # the LSTM's top N re-ranked by an LLM, on the LSTM of lstm_dir
 }
 
 
@@ -47,6 +49,8 @@ def load_system(
 
         return load_lstm(lstm_dir, dataset, strict=True)
     system = new_system(name)
+    if hasattr(system, "lstm_dir"):  # a system built on the trained LSTM (the hybrid)
+        system.lstm_dir = lstm_dir
     if budget_minutes is not None and hasattr(system, "budget"):
         system.budget = dataclasses.replace(system.budget, max_minutes=budget_minutes)
     system.fit(dataset)
