@@ -1,10 +1,12 @@
 """Load time, time to first token and tokens/s of the embedded SmolLM2 GGUF on this machine, per engine.
 
-    python benchmarks/bench_llm.py [--tokens 128] [--runs 3] [--torch-threads N]
+    python benchmarks/bench_llm.py [--tokens 128] [--runs 3] [--torch-threads N] [--adapter FOLDER]
 
 transformers: the first load converts the GGUF into an empty temporary cache, the second loads the converted
 folder. llama.cpp reads the GGUF directly: first and second load in this process. Tokens are counted with
 the model's tokenizer; time to first token includes applying the chat template and the prompt's prefill.
+--adapter also times 'smollm2-135m+FOLDER' (a LoRA adapter) on both engines: transformers with peft, llama.cpp with
+the adapter as a GGUF LoRA (converted beside the adapter on its first use, which the first load then includes).
 """
 
 from __future__ import annotations
@@ -31,9 +33,9 @@ PROMPT = (
 )
 
 
-def timed_load(engine: str) -> tuple[LLMBackend, float]:
+def timed_load(spec: str, engine: str) -> tuple[LLMBackend, float]:
     started = time.perf_counter()
-    backend = load_backend(DEFAULT_PRESET, engine=engine)
+    backend = load_backend(spec, engine=engine)
     return backend, time.perf_counter() - started
 
 
@@ -47,16 +49,16 @@ def timed_stream(backend: LLMBackend, settings: GenerationSettings, tokenizer) -
     return first_at - started, len(tokenizer.encode(rest, add_special_tokens=False)) / (time.perf_counter() - first_at)
 
 
-def bench(engine: str, settings: GenerationSettings, runs: int, tokenizer=None) -> LLMBackend:
-    """Print one engine's figures; return the loaded backend. Tokens are counted with `tokenizer` or its own."""
-    backend, first_load = timed_load(engine)
+def bench(spec: str, engine: str, settings: GenerationSettings, runs: int, tokenizer=None) -> LLMBackend:
+    """Print one model's figures on one engine; return the loaded backend. Tokens are counted with `tokenizer` or its own."""
+    backend, first_load = timed_load(spec, engine)
     backend.close()
-    backend, second_load = timed_load(engine)
+    backend, second_load = timed_load(spec, engine)
     tokenizer = tokenizer or backend.tokenizer
     timed_stream(backend, settings, tokenizer)  # warm-up
     ttft, speed = zip(*(timed_stream(backend, settings, tokenizer) for _ in range(runs)))
     print(
-        f"{engine:12s} | load first {first_load:6.2f} s, again {second_load:5.2f} s "
+        f"{spec} on {engine:12s} | load first {first_load:6.2f} s, again {second_load:5.2f} s "
         f"| first token {statistics.median(ttft) * 1000:5.0f} ms | {statistics.median(speed):6.1f} tokens/s",
         flush=True,
     )
@@ -68,6 +70,7 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=128, help="max new tokens per run")
     parser.add_argument("--runs", type=int, default=3, help="timed runs per engine (medians are printed)")
     parser.add_argument("--torch-threads", type=int, help="torch's CPU threads (default: torch's choice)")
+    parser.add_argument("--adapter", help=f"also time this LoRA adapter folder on both engines, as {DEFAULT_PRESET}+FOLDER")
     args = parser.parse_args()
     if args.torch_threads:
         torch.set_num_threads(args.torch_threads)
@@ -78,11 +81,13 @@ def main() -> None:
         f"{DEFAULT_PRESET}: up to {args.tokens} new tokens, median of {args.runs} runs, {os.cpu_count()} CPU cores, "
         f"torch threads {torch.get_num_threads()}"
     )
-    reference = bench("transformers", settings, args.runs)
-    if llamacpp_available():
-        bench("llama.cpp", settings, args.runs, reference.tokenizer)
-    else:
-        print("llama.cpp    | not installed (pip install llama-cpp-python)")
+    for spec in [DEFAULT_PRESET] + ([f"{DEFAULT_PRESET}+{args.adapter}"] if args.adapter else []):
+        reference = bench(spec, "transformers", settings, args.runs)
+        if llamacpp_available():
+            bench(spec, "llama.cpp", settings, args.runs, reference.tokenizer).close()
+        else:
+            print("llama.cpp    | not installed (pip install llama-cpp-python)")
+        reference.close()
     shutil.rmtree(os.environ["DUALREC_CACHE_DIR"])
 
 

@@ -134,7 +134,7 @@ def test_adapters_are_offered_beside_the_presets(tmp_path):
     assert choices[-2:] == ["qwen2.5-1.5b-instruct+adapters/other", "smollm2-135m+adapters/smollm2-lora"] and "custom" in choices
     assert app_data.default_models(choices) == ("smollm2-135m", "smollm2-135m+adapters/smollm2-lora")
     assert (
-        "with the LoRA adapter adapters/smollm2-lora (run by transformers, the GGUF weights dequantized)"
+        "with the LoRA adapter adapters/smollm2-lora (run by llama.cpp, the adapter converted to a GGUF LoRA)"
         in app_data.model_description(choices[-1])
     )
 

@@ -241,7 +241,7 @@ def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm
     assert val_losses[-1] < val_losses[0] - 0.1
     assert json.loads((out / ADAPTER_CONFIG).read_text())["base_model_name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
 
-    backend = load_backend(f"{DEFAULT_PRESET}+{out}")
+    backend = load_backend(f"{DEFAULT_PRESET}+{out}", engine="transformers")  # peft (llama.cpp: tests/test_gguf_lora.py)
     answer = backend.generate(PROMPT, GREEDY)
     assert answer.strip()
     plain = load_backend(DEFAULT_PRESET, engine="transformers")

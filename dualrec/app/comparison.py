@@ -9,7 +9,8 @@ sits in a `SharedModel`: the backend's own lock is the queue (one generation at 
 and `SharedModel.active` lets a column say that it is waiting for another session's answer. Two columns of one
 session that name the same model get separate replicas, so both stream at once. A base model beside its own LoRA
 adapter ('P' and 'P+A'), when both would run on transformers, is the adapter model's base view: one copy of the
-weights, the two answers one after the other (a GGUF base runs on llama.cpp instead, a second small copy).
+weights, the two answers one after the other. A GGUF base and its adapter both run on llama.cpp (the adapter as a
+GGUF LoRA), each its own small copy, so the two stream at once.
 
 A column asked for grounded answers (`Column.grounded`) writes only real, unwatched catalogue movies
 (dualrec.grounding.grounded); `Column.grounding` then says which engine grounded it, or why it is a free answer.
@@ -95,7 +96,8 @@ def find_recording(
 
 
 def adapter_partner(spec: str, specs: Sequence[str]) -> str | None:
-    """The 'spec+ADAPTER' among `specs` whose base view can serve the base model `spec` (both on transformers), or None."""
+    """The 'spec+ADAPTER' among `specs` whose base view serves the base model `spec` when both run on transformers, or
+    None (on llama.cpp the base loads its own copy: small, and it streams beside the adapter instead of after it)."""
     adapter = adapter_on(spec, specs)
     try:
         on_transformers = adapter is not None and engine_for(resolve_preset(spec)) == "transformers"

@@ -265,7 +265,10 @@ def model_description(spec: str) -> str:
         text = preset.description if preset else f"{base} (a local model)"
     if not adapter:
         return text
-    engine = "transformers, the GGUF weights dequantized" if preset and preset.gguf_file else "transformers"
+    if preset and engine_for(preset) == "llama.cpp":
+        engine = "llama.cpp, the adapter converted to a GGUF LoRA"
+    else:
+        engine = "transformers, the GGUF weights dequantized" if preset and preset.gguf_file else "transformers"
     return f"{text}, with the LoRA adapter {adapter} (run by {engine})"
 
 

@@ -1,21 +1,24 @@
 """GGUF files on the CPU through llama.cpp (`llama-cpp-python`): the default engine for GGUF presets.
 
-It loads in a fraction of a second and decodes several times faster than transformers on a CPU. LoRA adapters
-are served by the transformers engine until a GGUF adapter exists.
+It loads in a fraction of a second and decodes several times faster than transformers on a CPU. A LoRA adapter
+converted to a GGUF LoRA (dualrec.llm.gguf_lora) is loaded with its base (`lora`); `LlamaCppAdapterBackend.base()`
+answers on the same loaded weights with the adapter switched off.
 """
 
 from __future__ import annotations
 
 import codecs
+import ctypes
 import importlib.util
 import os
 import threading
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message
 from dualrec.llm.constraint import AnswerConstraint, GroundingError, GroundingUnsupportedError, write_lines
-from dualrec.llm.errors import ModelLoadError
+from dualrec.llm.errors import LLMError, ModelLoadError
 
 
 def llamacpp_available() -> bool:
@@ -29,8 +32,9 @@ def load_llamacpp(
     settings: GenerationSettings | None = None,
     context_length: int = 4096,
     n_threads: int | None = None,
+    lora: Path | None = None,
 ) -> LlamaCppBackend:
-    """Load a GGUF file; its chat template comes from the file's metadata.
+    """Load a GGUF file, with the GGUF LoRA adapter `lora` on it if given; the chat template comes from the metadata.
 
     `n_threads` (decoding and prompt) defaults to half the cores: llama.cpp's threads spin-wait on each other,
     and on a busy machine (the app's other work, other processes) more threads than free cores is many times slower.
@@ -45,7 +49,14 @@ def load_llamacpp(
     if not path.is_file():
         raise ModelLoadError(f"GGUF file not found: {path}")
     try:
-        llama = Llama(model_path=str(path), n_ctx=context_length, n_threads=n_threads, n_threads_batch=n_threads, verbose=False)
+        llama = Llama(
+            model_path=str(path),
+            lora_path=str(lora) if lora else None,
+            n_ctx=context_length,
+            n_threads=n_threads,
+            n_threads_batch=n_threads,
+            verbose=False,
+        )
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
     return LlamaCppBackend(llama, name=name or path.name, settings=settings)
@@ -60,10 +71,12 @@ class LlamaCppBackend(LLMBackend):
 
     grounding = "llama.cpp (a GBNF grammar of the choices left, line by line)"
 
-    def __init__(self, llama, *, name: str, settings: GenerationSettings | None = None) -> None:
+    def __init__(
+        self, llama, *, name: str, settings: GenerationSettings | None = None, lock: AbstractContextManager | None = None
+    ) -> None:
         super().__init__(name, settings)
         self.llama = llama
-        self._lock = threading.Lock()
+        self._lock = lock or threading.Lock()
 
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
         with self._lock:
@@ -155,3 +168,80 @@ def checked_grammar(llama, gbnf: str):
         raise GroundingError(f"llama.cpp rejected the answer's grammar (GBNF, {len(gbnf)} characters): {gbnf[:120]!r}...")
     llama_cpp.llama_sampler_free(sampler)
     return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
+
+
+class LoraSwitch:
+    """The LoRA adapter a `Llama` was loaded with (`lora_path`), switched on or off on the loaded weights (no reload)."""
+
+    def __init__(self, llama) -> None:
+        self.llama, self.on = llama, True  # Llama(lora_path=...) sets it on, at its lora_scale
+        self.lock = threading.RLock()
+
+    def turn(self, on: bool) -> None:
+        """The adapter on, or off (cleared: the base's own computation); a change drops the tokens cached with the other."""
+        import llama_cpp
+
+        if on == self.on:
+            return
+        if on:
+            adapters = (llama_cpp.llama_adapter_lora_p_ctypes * 1)(self.llama._lora_adapter)
+            failed = llama_cpp.llama_set_adapters_lora(self.llama.ctx, adapters, 1, (ctypes.c_float * 1)(self.llama.lora_scale))
+        else:
+            failed = llama_cpp.llama_set_adapters_lora(self.llama.ctx, None, 0, None)
+        if failed:
+            raise LLMError(f"llama.cpp could not switch the LoRA adapter {'on' if on else 'off'} (error {failed})")
+        self.llama.reset()
+        self.on = on
+
+
+class AdapterLock:
+    """A view's lock on a model with a LoRA adapter: holding it holds the model's one lock, the adapter switched as the
+    view wants it, so whatever runs under a backend's lock (generation, grounding, scoring) sees the right weights."""
+
+    def __init__(self, switch: LoraSwitch, adapter: bool) -> None:
+        self.switch, self.adapter = switch, adapter
+
+    def __enter__(self) -> AdapterLock:
+        self.switch.lock.acquire()
+        try:
+            self.switch.turn(self.adapter)
+        except BaseException:
+            self.switch.lock.release()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.switch.lock.release()
+
+
+class LlamaCppAdapterBackend(LlamaCppBackend):
+    """A GGUF model loaded with a LoRA adapter, answering with it on (`adapter=True`) or off; `base()` is the other view
+    of the same loaded weights. The two views share one lock, so they answer one at a time."""
+
+    def __init__(
+        self,
+        llama,
+        *,
+        name: str,
+        base_name: str,
+        settings: GenerationSettings | None = None,
+        adapter: bool = True,
+        switch: LoraSwitch | None = None,
+    ) -> None:
+        super().__init__(llama, name=name, settings=settings, lock=AdapterLock(switch or LoraSwitch(llama), adapter))
+        self.base_name, self.adapter = base_name, adapter
+
+    def base(self) -> LlamaCppAdapterBackend:
+        """The base model's backend on the same weights: the adapter is off while it answers."""
+        return LlamaCppAdapterBackend(
+            self.llama,
+            name=self.base_name,
+            base_name=self.base_name,
+            settings=self.settings,
+            adapter=False,
+            switch=self._lock.switch,
+        )
+
+    def close(self) -> None:
+        """Let go of the model: llama.cpp frees it once no view holds it (the other view keeps answering)."""
+        del self.llama, self._lock

@@ -1,74 +1,42 @@
-"""LoRA adapters served as models: the spec 'PRESET+ADAPTER' (`smollm2-135m+adapters/mine`) is a model wherever a
-preset is accepted (`load_backend` hands it here).
+"""LoRA adapters on transformers with peft: 'PRESET+ADAPTER' (dualrec.llm.adapters) on a base that is not a GGUF file,
+or loaded with engine="transformers" (a GGUF base otherwise runs its adapter on llama.cpp: dualrec.llm.gguf_lora).
 
 The base is loaded through its preset, so nothing is fetched from the hub, and the adapter attached with peft. One copy
 of the weights serves both answers: `backend.base()` is a second backend on the same model that switches the adapter
 off (peft's `disable_adapter()`) while it generates; the two views share one lock, so they answer one at a time.
-
-A relative adapter folder lives under the models folder (`<DUALREC_HOME>/models`, where the app finds adapters)
-unless it starts with '.'; an absolute one is used as it is. Training adapters: dualrec.finetune.training.
+Training adapters: dualrec.finetune.training.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import threading
 from collections.abc import Iterator
 from contextlib import nullcontext
-from pathlib import Path
 
 from peft import PeftModel
 from transformers import LogitsProcessor, PreTrainedTokenizerBase
 
-from dualrec.config import paths
+from dualrec.llm.adapters import ADAPTER_CONFIG as ADAPTER_CONFIG  # the trainer, the CLI and the tests import these here
+from dualrec.llm.adapters import METADATA_FILE as METADATA_FILE
+from dualrec.llm.adapters import AdapterSpec, local_preset
+from dualrec.llm.adapters import adapter_dir as adapter_dir
+from dualrec.llm.adapters import read_metadata as read_metadata
 from dualrec.llm.base import GenerationSettings, Message
-from dualrec.llm.errors import LLMError, ModelLoadError
-from dualrec.llm.presets import ADAPTER_SEPARATOR as SEPARATOR
-from dualrec.llm.presets import PRESETS, Preset, build_backend, resolve_preset
+from dualrec.llm.presets import Preset, build_backend
 from dualrec.llm.transformers_backend import TransformersBackend
-
-ADAPTER_CONFIG = "adapter_config.json"
-METADATA_FILE = "metadata.json"
-
-
-def adapter_dir(text: str | Path) -> Path:
-    """An adapter folder: absolute or './...' as given, any other relative path under the models folder."""
-    path = Path(text).expanduser()
-    return path if path.is_absolute() or str(text).startswith(".") else paths().models / path
 
 
 def base_preset(spec: str, **overrides) -> Preset:
-    """The preset of a base model that can carry an adapter: a local model, run by transformers."""
-    preset = resolve_preset(spec, **overrides)
-    if preset.engine == "openai":
-        local = ", ".join(name for name, known in PRESETS.items() if known.engine != "openai")
-        raise LLMError(f"{spec} is an API model: a LoRA adapter needs a local base model, such as {local}")
-    return dataclasses.replace(preset, engine="transformers")
+    """The preset of a base model that can carry an adapter, run by transformers (the engine adapters are trained on)."""
+    return dataclasses.replace(local_preset(spec, **overrides), engine="transformers")
 
 
-def read_metadata(folder: Path) -> dict:
-    """An adapter's metadata.json ({} for a peft folder made elsewhere)."""
-    file = folder / METADATA_FILE
-    return json.loads(file.read_text()) if file.is_file() else {}
-
-
-def load_adapter_backend(spec: str, **overrides) -> AdapterBackend:
-    """The backend of 'PRESET+ADAPTER': the base loaded once through its preset, the adapter attached and switched on."""
-    base, _, adapter = spec.partition(SEPARATOR)
-    folder = adapter_dir(adapter)
-    if not (folder / ADAPTER_CONFIG).is_file():
-        raise ModelLoadError(
-            f"no LoRA adapter in {folder} (no {ADAPTER_CONFIG}); make one with: dualrec finetune --base {base} --out {adapter}"
-        )
-    trained_on = read_metadata(folder).get("base", {}).get("preset")
-    if trained_on and trained_on != base:
-        raise ModelLoadError(
-            f"the adapter in {folder} was trained on {trained_on}, not {base}: load it as {trained_on}{SEPARATOR}{adapter}"
-        )
-    backend = build_backend(base_preset(base, **overrides))
-    model = PeftModel.from_pretrained(backend.model, folder)
-    return AdapterBackend(model, backend.tokenizer, name=spec, base_name=base, settings=backend.settings)
+def load_adapter_backend(adapter: AdapterSpec) -> AdapterBackend:
+    """The backend of a checked 'PRESET+ADAPTER': the base loaded once by transformers, the adapter attached and on."""
+    backend = build_backend(dataclasses.replace(adapter.preset, engine="transformers"))
+    model = PeftModel.from_pretrained(backend.model, adapter.folder)
+    return AdapterBackend(model, backend.tokenizer, name=adapter.name, base_name=adapter.base_name, settings=backend.settings)
 
 
 class AdapterBackend(TransformersBackend):
