@@ -203,6 +203,7 @@ CASES = [
     not_int("evaluate", "--seed", "x"),
     case("evaluate", RANGE, ["--model", "gpt-17", "--protocol", "freeform"], "unknown model preset 'gpt-17'"),
     case("evaluate", TYPE, ["--model", ",", "--protocol", "freeform"], "--model"),
+    case("evaluate", RANGE, ["--model", "smollm2-135m+adapters/none", "--protocol", "freeform"], "no LoRA adapter in"),
     below_one("evaluate", "--limit"),
     not_int("evaluate", "--limit", "all"),
     bad_seed("evaluate", "--limit-seed"),

@@ -57,6 +57,7 @@ def test_subsamples_are_seeded_sorted_and_bounded(dataset):
         ({"model": "no-such-model"}, "unknown model preset 'no-such-model'"),
         ({"model": "./no-such-model.gguf"}, "no model at ./no-such-model.gguf"),
         ({"model": "gpt-17+adapters/mine"}, "unknown model preset 'gpt-17'"),
+        ({"model": "smollm2-135m+adapters/none"}, "no LoRA adapter in"),
     ],
     ids=lambda value: str(value) if isinstance(value, dict) else "",
 )

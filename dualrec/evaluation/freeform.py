@@ -42,6 +42,7 @@ from dualrec.llm import (
     load_backend,
     resolve_preset,
 )
+from dualrec.llm.adapters import adapter_spec
 from dualrec.llm.base import looks_like_path
 from dualrec.ranking.base import Progress, RankedLists
 
@@ -114,13 +115,15 @@ class LLMAnswers:
 
 
 def model_problem(spec: str) -> str | None:
-    """What keeps a model spec from naming a model, found without loading it: an unknown preset (an adapter's base
-    too) or a local model that is not there; None when nothing does."""
-    spec = spec.partition(ADAPTER_SEPARATOR)[0]
+    """What keeps a model spec from naming a model, found without loading it: an unknown preset, a local model that is
+    not there, an adapter folder that holds no adapter (or one of another base); None when nothing does."""
+    base = spec.partition(ADAPTER_SEPARATOR)[0]
     try:
-        if looks_like_path(spec) and not Path(spec).expanduser().exists():
-            return f"no model at {spec} (a local model is a folder or a .gguf file)"
-        resolve_preset(spec)
+        if looks_like_path(base) and not Path(base).expanduser().exists():
+            return f"no model at {base} (a local model is a folder or a .gguf file)"
+        resolve_preset(base)
+        if base != spec:
+            adapter_spec(spec)
     except LLMError as error:
         return str(error)
     return None
