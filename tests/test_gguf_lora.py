@@ -25,18 +25,11 @@ from dualrec.llm.llamacpp_backend import LlamaCppAdapterBackend
 from dualrec.llm.peft_backend import AdapterBackend
 from tests.finetune_fixtures import StubLSTM
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: transformers decodes far faster on a shared CPU
+
 GREEDY_20 = GenerationSettings(max_new_tokens=20, greedy=True)
 NEAR_TIE = 0.5  # logits: the two engines' top-1 on the base alone differed only where it led by 0.04-0.38
 HIDDEN, KV = 576, 192  # SmolLM2-135M's q_proj and v_proj output sizes
-
-
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """One torch thread while decoding: on a small shared CPU, competing OpenMP threads make transformers far slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def smollm_adapter_folder(folder, seed: int = 0, **config):
