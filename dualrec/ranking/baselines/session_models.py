@@ -98,10 +98,11 @@ ARCHITECTURES = {
         "Atten-Mixer", attenmixer, over_catalogue(attenmixer), longest_and_a_slot, padded_to_layout(attenmixer)
     ),
 }
-# Budgets on this shared 2-core CPU (one torch thread, 498k training prefixes; an epoch takes about 5 minutes for
-# Atten-Mixer, 16 for GCE-GNN and HIDE, 70 for MCPRN: benchmarks/bench_session_models.py). 20 epochs and patience 3 are
-# GCE-GNN's reference's; with the learning rate cut tenfold every 3 epochs, early stopping comes after about 8-10 epochs,
-# which these minutes reach except for MCPRN (3 epochs here; a GPU's budget is the command line's --baseline-minutes).
+# Budgets on this shared 2-core CPU (one torch thread, 498k training prefixes; an epoch takes about 3-5 minutes for
+# Atten-Mixer, 10-16 for GCE-GNN, 16 for HIDE, 32-70 for MCPRN, depending on the load: benchmarks/bench_session_models.py).
+# 20 epochs and patience 3 are GCE-GNN's reference's; with the learning rate cut tenfold every 3 epochs, early stopping
+# comes after about 10-12 epochs (Atten-Mixer: 12, in 28 minutes), which these minutes reach except for MCPRN (3-7
+# epochs here; on a GPU, --baseline-minutes sets the budget).
 BUDGETS = {
     "gcegnn": fitting.TrainingBudget(max_epochs=20, max_minutes=180),
     "hide": fitting.TrainingBudget(max_epochs=20, max_minutes=180),
