@@ -147,6 +147,13 @@ def test_the_candidate_the_prompt_makes_obvious_scores_highest(backend: LLMBacke
 
 
 @pytest.mark.llm
+def test_many_candidates_and_one_token_candidates_score_as_in_a_small_set(backend: LLMBackend) -> None:
+    many = CANDIDATES * 5 + ["A"]  # more than one packed forward of transformers; a candidate of one token
+    expected = np.r_[np.tile(log_likelihoods(backend, HISTORY, CANDIDATES), 5), log_likelihoods(backend, HISTORY, ["A"])]
+    np.testing.assert_allclose(log_likelihoods(backend, HISTORY, many), expected, atol=1e-3)
+
+
+@pytest.mark.llm
 def test_relative_scores_subtract_the_neutral_prompts_and_remember_them(backend: LLMBackend) -> None:
     memo: dict[str, float] = {}
     relative = relative_log_likelihoods(backend, OBVIOUS, NEUTRAL, CANDIDATES, memo=memo)

@@ -2,8 +2,8 @@
 
 - `log_likelihoods`: the summed log-probability of each candidate's tokens as the answer to a prompt. The prompt is
   evaluated once and its KV cache kept; only the candidates' tokens are evaluated after it (llama.cpp: one candidate
-  after another from the prompt's end; transformers: one batched forward over the padded candidates on the prompt's
-  cache expanded to the batch).
+  after another from the prompt's end; transformers: one forward of all candidates packed into one row on the prompt's
+  cache, each seeing the prompt and its own tokens only).
 - `relative_log_likelihoods`: that after a prompt holding the history minus the same after a neutral prompt, so that
   popular or short titles are not favoured.
 - `label_log_probs`: LlamaRec's verbalizer. With the candidates listed in the prompt as (A), (B), ... (`labelled`),
@@ -30,7 +30,7 @@ from dualrec.llm.errors import LLMError
 
 LABELS = string.ascii_uppercase  # (A) ... (Z): the verbalizer's labels, one token each after LABEL_PREFIX
 LABEL_PREFIX = "("
-CANDIDATE_BATCH = 32  # transformers: candidates per batched forward (the logits of a batch are batch x length x vocab)
+CANDIDATE_BATCH = 32  # transformers: candidates per packed forward (its logits are tokens x vocab)
 
 
 def labelled(candidates: Sequence[str]) -> str:
@@ -225,8 +225,12 @@ class LlamaCppEngine(ScoringEngine):
 
 
 class TransformersEngine(ScoringEngine):
-    """transformers: one forward of the prompt keeping its cache, then batched forwards over the padded continuations
-    on copies of that cache expanded to the batch."""
+    """transformers: one forward of the prompt keeping its cache, then one forward of the continuations packed into a
+    single row after it, each seeing the prompt and its own tokens only (a 4-D attention mask, its own positions).
+
+    Measured on the embedded model (a 650-token prompt, 20 candidates, 228 tokens): the packed row takes 0.65 s where
+    the candidates padded into a batch on the prompt's cache expanded to the batch took 1.4 s (every row re-reads a
+    copy of the whole cache)."""
 
     def __init__(self, backend) -> None:
         self.model, self.tokenizer = backend.model, backend.tokenizer
@@ -249,36 +253,47 @@ class TransformersEngine(ScoringEngine):
         import torch
 
         with torch.inference_mode():
-            device = self.model.device
-            out = self.model(input_ids=torch.tensor([prompt], device=device), use_cache=True, logits_to_keep=1)
+            out = self.model(input_ids=torch.tensor([prompt], device=self.model.device), use_cache=True, logits_to_keep=1)
             after_prompt = torch.log_softmax(out.logits[0, -1].float(), dim=-1)
             scored = []
             for start in range(0, len(continuations), CANDIDATE_BATCH):
                 batch = continuations[start : start + CANDIDATE_BATCH]
                 later = self.later_token_log_probs(out.cache, len(prompt), batch)
-                scored += [
-                    torch.cat([after_prompt[tokens[:1]], later[row, : len(tokens) - 1]]).cpu().numpy()
-                    for row, tokens in enumerate(batch)
-                ]
+                scored += [torch.cat([after_prompt[tokens[:1]], rest]).cpu().numpy() for tokens, rest in zip(batch, later)]
             return scored
 
-    def later_token_log_probs(self, prompt_cache, prompt_length: int, batch: list[list[int]]):
-        """(batch, longest - 1): the log-probability of each continuation's second, third, ... token (padding beyond)."""
+    def later_token_log_probs(self, prompt_cache, prompt_length: int, batch: list[list[int]]) -> list:
+        """For each continuation, the log-probabilities of its second, third, ... tokens: the continuations but their
+        last tokens packed into one row on a copy of the prompt's cache."""
         import torch
 
-        width = max(map(len, batch)) - 1
-        if width == 0:
-            return torch.zeros((len(batch), 0))
         device = self.model.device
-        inputs = torch.zeros((len(batch), width), dtype=torch.long, device=device)  # each continuation but its last token
-        targets = torch.zeros_like(inputs)  # each continuation but its first token
-        present = torch.zeros_like(inputs)
-        for row, tokens in enumerate(batch):
-            inputs[row, : len(tokens) - 1] = torch.tensor(tokens[:-1])
-            targets[row, : len(tokens) - 1] = torch.tensor(tokens[1:])
-            present[row, : len(tokens) - 1] = 1
-        cache = copy.deepcopy(prompt_cache)
-        cache.batch_repeat_interleave(len(batch))
-        attention = torch.cat([torch.ones((len(batch), prompt_length), dtype=torch.long, device=device), present], dim=1)
-        logits = self.model(input_ids=inputs, attention_mask=attention, cache=cache).logits.float()
-        return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, dim=-1)
+        fed = [tokens[:-1] for tokens in batch]
+        total = sum(map(len, fed))
+        if total == 0:
+            return [torch.zeros(0, device=device) for _ in batch]
+        owner = torch.tensor([row for row, tokens in enumerate(fed) for _ in tokens], device=device)
+        offset = torch.tensor([index for tokens in fed for index in range(len(tokens))], device=device)
+        inputs = torch.tensor([[token for tokens in fed for token in tokens]], device=device)
+        targets = torch.tensor([token for tokens in batch for token in tokens[1:]], device=device)
+        sees = torch.cat(
+            [
+                torch.ones((total, prompt_length), dtype=torch.bool, device=device),  # the prompt, and earlier own tokens:
+                (owner[:, None] == owner[None, :]) & (offset[None, :] <= offset[:, None]),
+            ],
+            dim=1,
+        )
+        dtype = self.model.get_input_embeddings().weight.dtype  # the compute dtype (a 4-bit model's too)
+        mask = torch.zeros(sees.shape, dtype=dtype, device=device).masked_fill(~sees, torch.finfo(dtype).min)
+        logits = (
+            self.model(
+                input_ids=inputs,
+                attention_mask=mask[None, None],
+                position_ids=(prompt_length + offset)[None],
+                cache=copy.deepcopy(prompt_cache),
+            )
+            .logits[0]
+            .float()
+        )
+        values = logits.gather(-1, targets[:, None])[:, 0] - torch.logsumexp(logits, dim=-1)
+        return list(torch.split(values, [len(tokens) for tokens in fed]))
