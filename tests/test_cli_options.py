@@ -86,12 +86,20 @@ def data_option_cases(command: str) -> list:
 
 
 def person_cases(command: str) -> list:
-    """--user and --history, for the commands that take either (the data is needed to find a user or a title)."""
+    """--user, --history and --history-file, for the commands that take one (the data is needed to find a user or a title)."""
     return [
         case(command, RANGE, ["--user", "-1"], "User -1 is not in users.dat (valid ids run from 1 to 300).", data=FIXTURE),
         not_int(command, "--user", "me"),
         case(command, RANGE, ["--history", "A Movie That Never Was (2042)"], "No MovieLens movie matches", data=FIXTURE),
         case(command, TYPE, ["--history", " ; "], "No titles given", data=FIXTURE),
+        case(
+            command,
+            RANGE,
+            ["--history-file", "{fixture}/no-history.csv"],
+            "Cannot read the history file {fixture}/no-history.csv: No such file or directory.",
+            data=FIXTURE,
+        ),
+        case(command, TYPE, ["--history-file", "{fixture}/users.dat"], "No row of users.dat names a MovieLens", data=FIXTURE),
     ]
 
 
@@ -245,7 +253,7 @@ def test_a_bad_option_is_one_clear_message(
 ):
     monkeypatch.setattr(sys, "stdin", io.StringIO("1. Toy Story (1995)\n"))  # `dualrec match` reads the answer here
     argv = [part.format(fixture=ml_dir) for part in argv]
-    person = PERSON if command in NEEDS_A_PERSON and not {"--user", "--history"} & set(argv) else []
+    person = PERSON if command in NEEDS_A_PERSON and not {"--user", "--history", "--history-file"} & set(argv) else []
     data_dir = {MISSING: ["--data-dir", str(tmp_path / "no-data")], FIXTURE: ["--data-dir", str(ml_dir)], NONE: []}[data]
     exit_code, err = run_cli([*command.split(), *argv, *person, *(data_dir if command in DATA_COMMANDS else [])], capsys)
     assert message.format(fixture=ml_dir) in err and exit_code == code

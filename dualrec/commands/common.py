@@ -12,7 +12,10 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from dualrec.config import Bounds, DataConfig, Kind, field_kinds, option_name, option_problem
+from dualrec.data.dataset import Dataset
 from dualrec.errors import ConfigError
+from dualrec.grounding.history_import import read_history_file
+from dualrec.grounding.matching import resolve_titles
 from dualrec.llm import PRESETS
 
 MODEL_HELP = (
@@ -20,8 +23,29 @@ MODEL_HELP = (
     f"adapter of `dualrec finetune`) (default %(default)s)"
 )
 
+HISTORY_FILE_HELP = (
+    "a file of movies watched: a Letterboxd export (ratings.csv, diary.csv), an IMDb ratings export (ratings.csv) or a "
+    "list of titles, one a line (optional year); read in its date order, ambiguous titles and titles not in MovieLens "
+    "listed on stderr and left out"
+)
+
 
 Options = TypeVar("Options")
+
+
+def add_history_options(group: argparse._MutuallyExclusiveGroup) -> None:
+    """--history (typed titles) and --history-file (a Letterboxd, IMDb or plain list file), beside --user."""
+    group.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
+    group.add_argument("--history-file", metavar="PATH", help=HISTORY_FILE_HELP)
+
+
+def typed_history(dataset: Dataset, args: argparse.Namespace) -> list[int]:
+    """The movie ids of --history, or of --history-file (what its rows matched, and what they did not, said on stderr)."""
+    if args.history_file is None:
+        return resolve_titles(dataset, args.history)
+    imported = read_history_file(args.history_file, dataset)
+    print("\n".join(imported.report(dataset)), file=sys.stderr)
+    return imported.history()
 
 
 def add_field_options(

@@ -7,12 +7,12 @@ import dataclasses
 import sys
 from pathlib import Path
 
-from dualrec.commands.common import MODEL_HELP, add_data_options, check_option, print_json
+from dualrec.commands.common import MODEL_HELP, add_data_options, add_history_options, check_option, print_json, typed_history
 from dualrec.commands.data import load
 from dualrec.config import AT_LEAST_1, PROMPT_K, PROMPT_TEMPLATE, SEED
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
-from dualrec.grounding.matching import Match, match_all, resolve_titles
+from dualrec.grounding.matching import Match, match_all
 from dualrec.grounding.parsing import parse_answer
 from dualrec.grounding.pipeline import (
     Stage2Prompt,
@@ -59,7 +59,7 @@ def add_prompt_options(parser: argparse.ArgumentParser) -> None:
     add_data_options(parser)
     who = parser.add_mutually_exclusive_group(required=True)
     who.add_argument("--user", type=int, help="MovieLens UserID (test and validation users: their target is held out)")
-    who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
+    add_history_options(who)
     parser.add_argument("--template", choices=TEMPLATES, default=PROMPT_TEMPLATE, help="prompt template (default %(default)s)")
     parser.add_argument("--k", type=int, default=PROMPT_K, help="how many movies to ask for (default %(default)s)")
     parser.add_argument("--lstm-dir", help="folder of a trained LSTM (default: where `dualrec train lstm` saves)")
@@ -67,13 +67,10 @@ def add_prompt_options(parser: argparse.ArgumentParser) -> None:
 
 
 def stage2_prompt(args: argparse.Namespace) -> tuple[Dataset, Stage2Prompt]:
-    """The dataset and the prompt for --user or --history, with the LSTM's pick when a trained LSTM exists."""
+    """The dataset and the prompt for --user, --history or --history-file, with the LSTM's pick when a trained LSTM exists."""
     check_option("--k", args.k, AT_LEAST_1)
     dataset = load(args)
-    if args.user is not None:
-        history = user_history(dataset, args.user)
-    else:
-        history = resolve_titles(dataset, args.history)
+    history = user_history(dataset, args.user) if args.user is not None else typed_history(dataset, args)
     if args.no_lstm:
         lstm, note = None, "--no-lstm: the prompt has no LSTM pick."
     else:

@@ -9,12 +9,20 @@ import sys
 import numpy as np
 import pandas as pd
 
-from dualrec.commands.common import add_data_options, add_field_options, check_option, data_config, options_from_args, print_json
+from dualrec.commands.common import (
+    add_data_options,
+    add_field_options,
+    add_history_options,
+    check_option,
+    data_config,
+    options_from_args,
+    print_json,
+    typed_history,
+)
 from dualrec.commands.data import load
 from dualrec.config import AT_LEAST_0, AT_LEAST_1, Kind, option_problem
 from dualrec.data.dataset import Dataset
 from dualrec.errors import ConfigError, DualrecError
-from dualrec.grounding.matching import resolve_titles
 from dualrec.grounding.pipeline import user_history
 from dualrec.ranking.hybrid import RECOMMEND_WEIGHT, HybridOptions, HybridRecommender, Reranked
 
@@ -30,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         type=int,
         help="MovieLens UserID: their catalogue history, oldest first (a test or validation user's held-out movie is left out)",
     )
-    who.add_argument("--history", help='movies watched, oldest first: "Toy Story; The Matrix (1999); ..."')
+    add_history_options(who)
     parser.add_argument("--k", type=int, default=10, help="how many movies (default %(default)s)")
     parser.add_argument("--model", help="trained LSTM folder (default: <DUALREC_HOME>/models/lstm)")
     parser.add_argument("--json", action="store_true", help="print JSON")
@@ -47,8 +55,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def history_items(dataset: Dataset, args: argparse.Namespace) -> list[int]:
-    """The catalogue items of the user's history or of the typed titles (movies outside the catalogue are skipped)."""
-    movie_ids = user_history(dataset, args.user) if args.user is not None else resolve_titles(dataset, args.history)
+    """The catalogue items of the user's history, the typed titles or the history file (movies outside the catalogue
+    are skipped)."""
+    movie_ids = user_history(dataset, args.user) if args.user is not None else typed_history(dataset, args)
     items = dataset.item_of(movie_ids)
     outside = [dataset.movies.loc[m, "title"] for m, item in zip(movie_ids, items) if item < 0]
     if outside:

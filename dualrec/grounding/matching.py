@@ -243,15 +243,37 @@ class TitleIndex:
 
     def match(self, title: str, year: int | None = None, text: str | None = None) -> Match:
         """The movie a written title (and year, if written) names, or an unmatched Match."""
-        firsts, alternates = query_forms(title)
-        best = self._best(firsts, year) or self._best(alternates, year)
-        if best is None:
+        ranked = self._ranked(title, year)
+        if not ranked:
             return Match(text or title, title, year, None, None)
-        score, movie_id = best
+        score, movie_id = round(-ranked[0][0], 1), ranked[0][-1]
         return Match(text or title, title, year, movie_id, score, self.raw_titles[movie_id])
 
-    def _best(self, forms: list[str], year: int | None) -> tuple[float, int] | None:
-        """(score, movie_id) of the best acceptable candidate for any of the forms, tier by tier."""
+    def namesakes(self, title: str, year: int | None = None) -> list[int]:
+        """Every movie the written title names equally well (the same score, year distance, written form and key
+        level; only popularity would tell them apart), the match first, or the movies of a series it names alone ("Star
+        Wars"): more than one means the title is ambiguous ("Hamlet" without a year). Empty when nothing matches."""
+        ranked = self._ranked(title, year)
+        if not ranked:
+            return self._series(title, year)
+        return list(dict.fromkeys(rank[-1] for rank in ranked if rank[:4] == ranked[0][:4]))
+
+    def _series(self, title: str, year: int | None) -> list[int]:
+        """The movies a series name opens when it names several of them ("Star Wars", "Austin Powers"), most rated
+        first; none for a series name of one movie (that one is its match) or of none."""
+        key = normalize(move_article_front(title.strip()))
+        movies = {self.key_movies[p] for p in self.exact.get(key, []) if self.key_levels[p] == PREFIX}
+        if year is not None:
+            movies = {m for m in movies if abs(self.years.get(m, year) - year) <= MATCH_YEAR_TOLERANCE}
+        return sorted(movies, key=lambda m: (-self.popularity.get(m, 0), m)) if len(movies) > 1 else []
+
+    def _ranked(self, title: str, year: int | None) -> list[tuple]:
+        """The sorted ranks of the acceptable candidates of the first forms and tier that have any."""
+        firsts, alternates = query_forms(title)
+        return self._best(firsts, year) or self._best(alternates, year)
+
+    def _best(self, forms: list[str], year: int | None) -> list[tuple]:
+        """The sorted ranks (see `_rank`) of the acceptable candidates for any of the forms, from the first tier with one."""
         queries = [q for q in dict.fromkeys(normalize(f) for f in forms) if q]
         tiers = (self._exact_hits, self._renumbered_hits, self._fuzzy_hits) + ((self._suffix_hits,) if year is not None else ())
         for tier in tiers:
@@ -260,11 +282,10 @@ class TitleIndex:
                 for order, query in enumerate(queries)
                 for score, position, compared in tier(query)
             ]
-            ranked = [rank for rank in ranked if rank is not None]
+            ranked = sorted(rank for rank in ranked if rank is not None)
             if ranked:
-                top = min(ranked)
-                return round(-top[0], 1), top[-1]
-        return None
+                return ranked
+        return []
 
     def _exact_hits(self, query: str) -> list[tuple[float, int, str]]:
         positions = self.exact.get(query) or self.reordered.get(sorted_words(query), [])
