@@ -9,6 +9,7 @@ import re
 import threading
 from collections.abc import Iterator
 
+import numpy as np
 import pytest
 import torch
 
@@ -23,7 +24,16 @@ from dualrec.grounding.grounded import answer_constraint, catalogue_choices
 from dualrec.grounding.pipeline import Stage2Result, prepare_prompt, run_stage2, user_history
 from dualrec.grounding.prompts import format_answer
 from dualrec.llm import GenerationSettings, LLMBackend, Message, load_backend
-from dualrec.llm.constraint import AnswerConstraint, Choice, ChoiceSet, GroundingError, PrefixTree, write_lines
+from dualrec.llm.constraint import (
+    AnswerConstraint,
+    Choice,
+    ChoiceSet,
+    GroundingError,
+    PrefixTree,
+    TokenWalker,
+    pick_token,
+    write_lines,
+)
 from dualrec.llm.transformers_backend import GroundedLines
 from tests.llm_fixtures import fake_openai
 from tests.test_app_pages import app_env, generate, run, texts  # noqa: F401  (the app's fixture and helpers)
@@ -98,6 +108,20 @@ def test_every_catalogue_movie_watched_is_one_clear_message_and_fewer_left_than_
     assert answer_constraint(dataset, dataset.catalogue[:-2].tolist(), 10).lines == 2
 
 
+def test_allowed_movies_restrict_the_answer_to_a_candidate_set(dataset) -> None:
+    candidates, history = dataset.catalogue[:20].tolist(), dataset.catalogue[15:40].tolist()
+    constraint = answer_constraint(dataset, history, 10, allowed=candidates)
+    choices, position = catalogue_choices(dataset)
+    assert constraint.available == 15 and set(range(len(choices))) - constraint.excluded == {position[m] for m in candidates[:15]}
+    prompt = prepare_prompt(dataset, history, None, "list-k", 10)
+    result = run_stage2(dataset, FirstChoiceBackend(""), prompt, grounded=True, allowed=candidates)
+    assert result.recommended == candidates[:10]
+    with pytest.raises(DualrecError, match="Every one of the 5 allowed movies is in this history"):
+        answer_constraint(dataset, history, 3, allowed=candidates[15:])
+    with pytest.raises(DualrecError, match="not in the catalogue: \\[999999\\]"):
+        answer_constraint(dataset, history, 3, allowed=[999999])
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_token_processor_only_lets_allowed_distinct_lines_through(seed: int) -> None:
     """GroundedLines driven by random logits over a one-character-per-token vocabulary (token 0 ends the answer)."""
@@ -120,6 +144,42 @@ def test_the_token_processor_only_lets_allowed_distinct_lines_through(seed: int)
     assert [line.partition(".")[0] for line in lines] == ["1", "2", "3", "4"]
     assert len(set(written)) == 4 and set(written) <= set(texts) - {texts[1]}
     assert all(line.endswith(f" [{texts.index(w)}]") for line, w in zip(lines, written))
+
+
+@pytest.mark.parametrize(("seed", "temperature"), [(0, 0.0), (1, 0.7), (2, 1.5), (3, 5.0)])
+def test_our_token_decoder_picks_only_allowed_tokens_and_writes_distinct_allowed_lines(seed: int, temperature: float) -> None:
+    """TokenWalker and pick_token as the llama.cpp backend drives them, on random logits over a one-character-per-token
+    vocabulary (token 0 ends the answer): greedy and sampled, every pick allowed, the answer K distinct allowed lines."""
+    texts = [*TITLES, " Heat (1995)", " Heat (1995) 2 (1999)"]
+    choices = ChoiceSet([Choice(text, f" [{i}]") for i, text in enumerate(texts)])
+    constraint = AnswerConstraint(choices, k=4, excluded=frozenset({2}))
+    vocabulary = sorted({c for text in texts for c in text} | set("0123456789.[]\n "))
+
+    def encode(text: str) -> list[int]:
+        return [vocabulary.index(c) + 1 for c in text]
+
+    walker = TokenWalker(constraint, PrefixTree([tuple(encode(t)) for t in texts]), encode, end=0)
+    rng, logits = np.random.default_rng(seed), np.random.default_rng(seed + 100)
+    written = []
+    while (allowed := walker.allowed()) != [0]:
+        token = pick_token(logits.normal(size=len(vocabulary) + 1), allowed, temperature, 0.9, rng)
+        assert token in allowed
+        walker.advance(token)
+        written.append(vocabulary[token - 1])
+    lines = "".join(written).split("\n")
+    chosen = [line.partition(".")[2].rpartition(" [")[0] for line in lines]
+    assert [line.partition(".")[0] for line in lines] == ["1", "2", "3", "4"]
+    assert len(set(chosen)) == 4 and set(chosen) <= set(texts) - {texts[2]}
+    assert all(line.endswith(f" [{texts.index(c)}]") for line, c in zip(lines, chosen))
+
+
+def test_pick_token_is_the_allowed_argmax_greedy_and_samples_the_allowed_nucleus() -> None:
+    logits = np.array([9.0, 1.0, 3.0, 2.9, 0.0])
+    assert pick_token(logits, [1, 2, 3], 0.0, 0.95, np.random.default_rng(0)) == 2
+    assert pick_token(logits, [1, 2, 3], 0.7, 0.95, None) == 2  # no generator: greedy
+    draws = [pick_token(logits, [1, 2, 3, 4], 1.0, 0.9, np.random.default_rng(seed)) for seed in range(300)]
+    assert set(draws) == {2, 3}  # tokens 1 and 4 lie outside the 0.9 nucleus (softmax 0.06 and 0.02)
+    assert {pick_token(logits, [1, 2, 3, 4], 1.0, 1.0, np.random.default_rng(seed)) for seed in range(1000)} == {1, 2, 3, 4}
 
 
 def test_an_engine_that_cannot_ground_gives_a_free_answer_that_says_so(dataset) -> None:
@@ -193,6 +253,26 @@ def test_greedy_grounded_answers_are_real_unwatched_distinct_movies(dataset, req
 
 
 @pytest.mark.llm
+def test_sampled_grounded_answers_on_llamacpp_are_valid_and_repeat_with_their_seed(dataset, llamacpp_backend) -> None:  # noqa: F811
+    prompt = fixture_prompts(dataset, 5, 1)[0]
+    answers = []
+    for seed in (3, 3, 4):
+        result = run_stage2(dataset, llamacpp_backend, prompt, GenerationSettings(temperature=1.0, seed=seed), grounded=True)
+        check_grounded(dataset, result, 5)
+        answers.append(result.answer)
+    assert answers[0] == answers[1] and answers[0] != answers[2]
+
+
+@pytest.mark.llm
+def test_a_grounded_answer_on_llamacpp_picks_only_from_the_allowed_candidates(dataset, llamacpp_backend) -> None:  # noqa: F811
+    prompt = fixture_prompts(dataset, 5, 1)[0]
+    candidates = [m for m in dataset.catalogue.tolist() if m not in prompt.history][-20:]
+    result = run_stage2(dataset, llamacpp_backend, prompt, GREEDY, grounded=True, allowed=candidates)
+    check_grounded(dataset, result, 5)
+    assert set(result.recommended) <= set(candidates)
+
+
+@pytest.mark.llm
 def test_a_grounded_freeform_evaluation_records_it_and_its_matcher_finds_no_hallucination(dataset, llamacpp_backend) -> None:  # noqa: F811
     system = LLMAnswers("smollm2-135m", limit=2, k=3, grounded=True, backend=llamacpp_backend)
     entry = evaluate([system], dataset, ["freeform"], samples=10)["results"][0]
@@ -206,14 +286,6 @@ def test_the_real_llamacpp_server_grounds_through_its_grammar_field(dataset, lla
     result = run_stage2(dataset, load_backend("custom", base_url=llamacpp_server, model="smollm2"), prompt, GREEDY, grounded=True)
     check_grounded(dataset, result, 3)
     assert result.grounding.note.startswith("the server's guided decoding")
-
-
-@pytest.mark.llm
-def test_a_grammar_llamacpp_rejects_is_an_error_not_a_crash(llamacpp_backend) -> None:  # noqa: F811
-    from dualrec.llm.llamacpp_backend import checked_grammar
-
-    with pytest.raises(GroundingError, match="llama.cpp rejected the answer's grammar"):
-        checked_grammar(llamacpp_backend.llama, "root ::= (")
 
 
 @pytest.mark.llm

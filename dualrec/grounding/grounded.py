@@ -11,7 +11,7 @@ or server cannot (or will not) ground it, a free answer that says plainly that i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
 from dualrec.data.dataset import Dataset
@@ -46,18 +46,31 @@ def catalogue_choices(dataset: Dataset) -> tuple[ChoiceSet, dict[int, int]]:
     return _CACHE[key]
 
 
-def answer_constraint(dataset: Dataset, history: Iterable[int], k: int) -> AnswerConstraint:
-    """A grounded answer of `k` lines for a history of movie ids: catalogue movies the history does not hold."""
+def answer_constraint(
+    dataset: Dataset, history: Iterable[int], k: int, allowed: Collection[int] | None = None
+) -> AnswerConstraint:
+    """A grounded answer of `k` lines for a history of movie ids: catalogue movies the history does not hold, and
+    only those of `allowed` (movie ids, e.g. a candidate set to pick from) when given."""
     choices, position = catalogue_choices(dataset)
-    excluded = frozenset(position[movie_id] for movie_id in history if movie_id in position)
+    excluded = {position[movie_id] for movie_id in history if movie_id in position}
+    if allowed is not None:
+        unknown = [movie_id for movie_id in allowed if movie_id not in position]
+        if unknown:
+            raise DualrecError(f"A grounded answer can only name catalogue movies; not in the catalogue: {unknown[:5]}.")
+        excluded |= set(range(len(choices))) - {position[movie_id] for movie_id in allowed}
+    if k < 1:
+        raise DualrecError(f"A grounded answer needs at least one line, not k={k}.")
     if len(excluded) == len(choices):
+        if allowed is not None:
+            raise DualrecError(
+                f"Every one of the {len(allowed):,} allowed movies is in this history (or none was given), so a grounded "
+                "answer has no movie left to recommend."
+            )
         raise DualrecError(
             f"Every one of the {len(choices):,} catalogue movies is in this history, so a grounded answer has no movie "
             "left to recommend; ask for a free answer instead."
         )
-    if k < 1:
-        raise DualrecError(f"A grounded answer needs at least one line, not k={k}.")
-    return AnswerConstraint(choices, k, excluded, LINE_START)
+    return AnswerConstraint(choices, k, frozenset(excluded), LINE_START)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -163,17 +163,19 @@ def run_stage2(
     on_chunk: Callable[[str], None] | None = None,
     stop: threading.Event | None = None,
     grounded: bool = False,
+    allowed: Collection[int] | None = None,
 ) -> Stage2Result:
     """Stream the model's answer to a prompt (each chunk to `on_chunk`), then read and match it.
 
     `grounded`: the answer can only name catalogue movies outside the prompt's history, `prompt.k` of them, in the
-    answer format; where the engine cannot ground it, a free answer whose result says so (`result.grounding`).
+    answer format, and only movies of `allowed` (movie ids) when given; where the engine cannot ground it, a free
+    answer whose result says so (`result.grounding`).
     """
     started = time.perf_counter()
     chunks, grounding = [], []
     stream = partial(backend.stream, prompt.text, settings, stop=stop)
     if grounded:
-        constraint = answer_constraint(dataset, prompt.history, prompt.k)
+        constraint = answer_constraint(dataset, prompt.history, prompt.k, allowed)
         answer = grounded_answer(stream, constraint, backend.grounding, grounding.append)
     else:
         answer = stream()

@@ -4,14 +4,16 @@ An `AnswerConstraint` says what an engine needs to ground an answer of K lines `
 ("1.", "\\n2.", ...) and suffixes (a movie's genres) are written by us, never by the model; the model picks each
 choice (" Toy Story (1995)") among those still allowed. A line removes its choice from the next ones, so K lines
 are K distinct choices. The choices are merged on their shared prefixes in a `PrefixTree` built once per choice set
-(it does not depend on what a request excludes); engines read it as GBNF text (llama.cpp and servers, one line at a
-time) or as a tree over their tokenizer's tokens (transformers). Nothing here knows about movies:
-dualrec.grounding.grounded builds the constraint from the catalogue and a history.
+(it does not depend on what a request excludes); engines read it as GBNF text (servers, one line at a time) or as a
+tree over their tokenizer's tokens (`TokenTrees`) that a `TokenWalker` walks token by token (transformers, llama.cpp).
+Nothing here knows about movies: dualrec.grounding.grounded builds the constraint from the catalogue and a history.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
+from collections import deque
 from collections.abc import Callable, Collection, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -207,3 +209,113 @@ def write_lines(
         answer += written + suffix
         if suffix:
             yield suffix
+
+
+class TokenTrees:
+    """The choices' prefix trees over one tokenizer's tokens, each built once per choice set (and kept while it lives)."""
+
+    def __init__(self, encode: Callable[[list[str]], list[list[int]]]) -> None:
+        self.encode = encode  # texts -> their tokens, no special tokens added
+        self._trees: weakref.WeakKeyDictionary[ChoiceSet, PrefixTree] = weakref.WeakKeyDictionary()
+
+    def __call__(self, choices: ChoiceSet) -> PrefixTree:
+        if choices not in self._trees:
+            self._trees[choices] = PrefixTree([tuple(tokens) for tokens in self.encode([c.text for c in choices.choices])])
+        return self._trees[choices]
+
+
+class TokenWalker:
+    """Which tokens may come next in a constraint's answer written token by token: each line's head and suffix forced
+    token by token, its choice walked down the token prefix tree among the choices neither excluded nor used, then the
+    end token. `allowed()` lists the tokens that may come next; `advance(token)` writes one of them.
+    """
+
+    def __init__(self, constraint: AnswerConstraint, tree: PrefixTree, encode: Callable[[str], list[int]], end: int) -> None:
+        self.constraint, self.tree, self.encode, self.end = constraint, tree, encode, end
+        self.used: set[int] = set()
+        self.forced = deque(encode(constraint.head(1)))  # tokens to write before the next choice (or the end)
+        self.choice_next = True  # a choice follows the forced tokens
+        self.node: int | None = None  # inside a choice: its tree node, and how many tokens of the node's label are written
+        self.depth = 0
+        self.alive: Callable[[int], bool] = tree.alive(constraint.excluded)
+        self._settle()
+
+    def allowed(self) -> list[int]:
+        if self.forced:
+            return [self.forced[0]]
+        if self.node is None:
+            return [self.end]
+        label = self.tree.labels[self.node]
+        if self.depth < len(label):
+            return [label[self.depth]]
+        allowed = [symbol for symbol, child in self.tree.children[self.node].items() if self.alive(child)]
+        if self._ends_here():
+            allowed += self._after(self.tree.end[self.node])[:1] or [self.end]
+        return allowed
+
+    def advance(self, token: int) -> None:
+        if self.forced:
+            self.forced.popleft()
+        elif self.node is not None:
+            child = self.tree.children[self.node].get(token)
+            if self.depth < len(self.tree.labels[self.node]):
+                self.depth += 1
+            elif child is not None and self.alive(child):
+                self.node, self.depth = child, 1
+            else:  # the line ended where a longer choice could have gone on: the token opens what follows
+                self._finish()
+                if self.forced:
+                    self.forced.popleft()
+            if self.node is not None and self._ends_here() and not self._goes_on():
+                self._finish()
+        self._settle()
+
+    def _ends_here(self) -> bool:
+        """The written tokens are a whole choice that may still be written."""
+        position = self.tree.end[self.node]
+        return (
+            self.depth == len(self.tree.labels[self.node])
+            and position >= 0
+            and position not in self.constraint.excluded
+            and position not in self.used
+        )
+
+    def _goes_on(self) -> bool:
+        return any(self.alive(child) for child in self.tree.children[self.node].values())
+
+    def _after(self, position: int) -> list[int]:
+        """The tokens after choice `position`: its suffix, and the next line's head unless it was the last line."""
+        last = len(self.used) + 1 == self.constraint.lines
+        suffix = self.constraint.choices.choices[position].suffix
+        return self.encode(suffix + ("" if last else self.constraint.head(len(self.used) + 2)))
+
+    def _finish(self) -> None:
+        position = self.tree.end[self.node]
+        self.forced = deque(self._after(position))
+        self.used.add(position)
+        self.choice_next = len(self.used) < self.constraint.lines
+        self.node = None
+
+    def _settle(self) -> None:
+        """Start the next choice once its head is written."""
+        if not self.forced and self.choice_next:
+            self.choice_next = False
+            self.alive = self.tree.alive(self.constraint.excluded | self.used)
+            self.node, self.depth = 0, 0
+
+
+def pick_token(
+    logits: np.ndarray, allowed: Sequence[int], temperature: float, top_p: float, rng: np.random.Generator | None
+) -> int:
+    """One of the `allowed` token ids given the model's logits over its vocabulary: the most likely (no `rng`, or a
+    temperature of 0), else drawn from the allowed tokens' softmax at `temperature`, cut to its top-p nucleus."""
+    ids = np.asarray(allowed)
+    scores = logits[ids].astype(np.float64)
+    if rng is None or temperature <= 0 or len(ids) == 1:
+        return int(ids[np.argmax(scores)])
+    weights = np.exp((scores - scores.max()) / temperature)
+    order = np.argsort(-weights, kind="stable")
+    weights = weights[order] / weights.sum()
+    keep = min(len(ids), int(np.searchsorted(np.cumsum(weights), top_p)) + 1)  # the fewest most likely reaching top_p
+    weights = weights[:keep] / weights[:keep].sum()
+    return int(ids[order[rng.choice(keep, p=weights)]])

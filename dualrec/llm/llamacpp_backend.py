@@ -16,8 +16,10 @@ from collections.abc import Iterator
 from contextlib import AbstractContextManager
 from pathlib import Path
 
+import numpy as np
+
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message
-from dualrec.llm.constraint import AnswerConstraint, GroundingError, GroundingUnsupportedError, write_lines
+from dualrec.llm.constraint import AnswerConstraint, GroundingUnsupportedError, TokenTrees, TokenWalker, pick_token
 from dualrec.llm.errors import LLMError, ModelLoadError
 
 
@@ -65,11 +67,13 @@ def load_llamacpp(
 class LlamaCppBackend(LLMBackend):
     """A `llama_cpp.Llama` model answering through `create_chat_completion(stream=True)`.
 
-    A grounded answer is decoded one line at a time, each under a GBNF grammar of the choices still allowed, every
-    line continuing the same prompt (llama.cpp reuses the cached prefix, so only the new tokens are read).
+    A grounded answer is decoded by us on llama.cpp's forward pass: at each step a `TokenWalker` on the choices' prefix
+    tree over this model's tokens (`token_tree`, built once per choice set) says which tokens may come next, and the
+    next token is the most likely of them (or drawn among them). Tokens that are the only ones allowed (the line
+    heads, the genres, a title's only continuation) are not chosen but read, several per forward pass.
     """
 
-    grounding = "llama.cpp (a GBNF grammar of the choices left, line by line)"
+    grounding = "llama.cpp (our decoder on the choices' token prefix tree)"
 
     def __init__(
         self, llama, *, name: str, settings: GenerationSettings | None = None, lock: AbstractContextManager | None = None
@@ -77,6 +81,7 @@ class LlamaCppBackend(LLMBackend):
         super().__init__(name, settings)
         self.llama = llama
         self._lock = lock or threading.Lock()
+        self.token_tree = TokenTrees(lambda texts: [self._encode(text) for text in texts])
 
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
         with self._lock:
@@ -103,17 +108,28 @@ class LlamaCppBackend(LLMBackend):
         self, messages: list[Message], settings: GenerationSettings, stop: threading.Event, constraint: AnswerConstraint
     ) -> Iterator[str]:
         with self._lock:
-            self.llama.reset()  # as in _stream: the same answer for the same prompt; the lines then share the cache
-            if settings.seed is not None:
-                self.llama.set_seed(settings.seed)
-            prompt = self._chat_tokens(messages)
-            limit = constraint.longest_choice_bytes() + 1  # a token is at least one byte
+            self.llama.reset()  # as in _stream: the same answer for the same prompt
+            walker = TokenWalker(constraint, self.token_tree(constraint.choices), self._encode, self.llama.token_eos())
+            rng = np.random.default_rng(settings.seed) if settings.sampling else None
+            decoder = codecs.getincrementaldecoder("utf-8")()
+            pending = self._chat_tokens(messages)  # read by the model once the next token needs its logits
+            while not stop.is_set():
+                allowed = walker.allowed()
+                if allowed == [walker.end]:
+                    return
+                token = allowed[0]
+                if len(allowed) > 1:
+                    self.llama.eval(pending)
+                    pending = []
+                    logits = np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self.llama.n_vocab(),))
+                    token = pick_token(logits, allowed, settings.temperature, settings.top_p, rng)
+                walker.advance(token)
+                pending.append(token)
+                if text := decoder.decode(self.llama.detokenize([token])):
+                    yield text
 
-            def decode_line(answer: str, used: frozenset[int]) -> Iterator[str]:
-                tokens = prompt + self.llama.tokenize(answer.encode(), add_bos=False, special=False)
-                yield from self._decode(tokens, checked_grammar(self.llama, constraint.gbnf(used)), settings, stop, limit)
-
-            yield from write_lines(constraint, decode_line, stop)
+    def _encode(self, text: str) -> list[int]:
+        return self.llama.tokenize(text.encode(), add_bos=False, special=False) if text else []
 
     def _chat_tokens(self, messages: list[Message]) -> list[int]:
         """The prompt's tokens as create_chat_completion reads them: the GGUF's chat template, the answer opened."""
@@ -133,41 +149,8 @@ class LlamaCppBackend(LLMBackend):
         formatted = formatter(messages=messages)
         return self.llama.tokenize(formatted.prompt.encode(), add_bos=not formatted.added_special, special=True)
 
-    def _decode(
-        self, tokens: list[int], grammar, settings: GenerationSettings, stop: threading.Event, limit: int
-    ) -> Iterator[str]:
-        """The text of the tokens sampled after `tokens` under `grammar`, until the grammar lets only the end through."""
-        import llama_cpp
-
-        vocab = self.llama._model.vocab
-        decoder = codecs.getincrementaldecoder("utf-8")()
-        generated = self.llama.generate(
-            tokens, temp=settings.temperature if settings.sampling else 0.0, top_p=settings.top_p, grammar=grammar
-        )
-        try:
-            for count, token in enumerate(generated):
-                if stop.is_set() or llama_cpp.llama_vocab_is_eog(vocab, token):
-                    return
-                if count == limit:
-                    raise GroundingError(f"{self.name} did not finish a grounded line within {limit} tokens")
-                if text := decoder.decode(self.llama.detokenize([token])):
-                    yield text
-        finally:
-            generated.close()
-
     def close(self) -> None:
         self.llama.close()
-
-
-def checked_grammar(llama, gbnf: str):
-    """`gbnf` as a LlamaGrammar once llama.cpp has parsed it; a GroundingError (not a crash) when it rejects it."""
-    import llama_cpp
-
-    sampler = llama_cpp.llama_sampler_init_grammar(llama._model.vocab, gbnf.encode(), b"root")
-    if not sampler:
-        raise GroundingError(f"llama.cpp rejected the answer's grammar (GBNF, {len(gbnf)} characters): {gbnf[:120]!r}...")
-    llama_cpp.llama_sampler_free(sampler)
-    return llama_cpp.LlamaGrammar.from_string(gbnf, verbose=False)
 
 
 class LoraSwitch:

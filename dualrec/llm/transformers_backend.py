@@ -13,8 +13,6 @@ import os
 import shutil
 import tempfile
 import threading
-import weakref
-from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -34,7 +32,7 @@ from transformers import (
 
 from dualrec.config import paths
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message, looks_like_path
-from dualrec.llm.constraint import AnswerConstraint, ChoiceSet, GroundingError, PrefixTree
+from dualrec.llm.constraint import AnswerConstraint, GroundingError, PrefixTree, TokenTrees, TokenWalker
 from dualrec.llm.errors import FOUR_BIT_FALLBACK, FourBitUnavailableError, LLMError, ModelLoadError
 from dualrec.llm.reasoning import OPEN
 
@@ -125,7 +123,7 @@ class TransformersBackend(LLMBackend):
     """A causal LM and its tokenizer; the chat template comes from the tokenizer.
 
     A grounded answer is one `model.generate` whose logits processor (`GroundedLines`) walks the choices' prefix tree
-    over this tokenizer's tokens; the tree is built once per choice set.
+    over this tokenizer's tokens (`token_tree`, built once per choice set).
     """
 
     grounding = "transformers (a logits processor on the choices' token prefix tree)"
@@ -142,7 +140,7 @@ class TransformersBackend(LLMBackend):
         self.model = model.eval()
         self.tokenizer = tokenizer
         self._lock = threading.Lock()
-        self._token_trees: weakref.WeakKeyDictionary[ChoiceSet, PrefixTree] = weakref.WeakKeyDictionary()
+        self.token_tree = TokenTrees(lambda texts: tokenizer(texts, add_special_tokens=False)["input_ids"])
 
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
         return self._generate(messages, settings, stop)
@@ -152,13 +150,6 @@ class TransformersBackend(LLMBackend):
     ) -> Iterator[str]:
         processor = GroundedLines(constraint, self.token_tree(constraint.choices), self._encode, self._end_token())
         return self._generate(messages, dataclasses.replace(settings, max_new_tokens=constraint.token_budget()), stop, processor)
-
-    def token_tree(self, choices: ChoiceSet) -> PrefixTree:
-        """The choices' prefix tree over this tokenizer's tokens (cached per choice set)."""
-        if choices not in self._token_trees:
-            encoded = self.tokenizer([choice.text for choice in choices.choices], add_special_tokens=False)["input_ids"]
-            self._token_trees[choices] = PrefixTree([tuple(tokens) for tokens in encoded])
-        return self._token_trees[choices]
 
     def _encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text, add_special_tokens=False) if text else []
@@ -222,93 +213,21 @@ class TransformersBackend(LLMBackend):
 
 
 class GroundedLines(LogitsProcessor):
-    """Lets `model.generate` (one sequence) write only a constraint's answer: each line's head and suffix forced token by
-    token, its choice walked down the token prefix tree among the choices neither excluded nor used, then the end token.
-    """
+    """Lets `model.generate` (one sequence) write only a constraint's answer: the tokens its `TokenWalker` allows."""
 
     def __init__(self, constraint: AnswerConstraint, tree: PrefixTree, encode: Callable[[str], list[int]], end: int) -> None:
-        self.constraint, self.tree, self.encode, self.end = constraint, tree, encode, end
-        self.used: set[int] = set()
-        self.forced = deque(encode(constraint.head(1)))  # tokens to write before the next choice (or the end)
-        self.choice_next = True  # a choice follows the forced tokens
-        self.node: int | None = None  # inside a choice: its tree node, and how many tokens of the node's label are written
-        self.depth = 0
-        self.alive: Callable[[int], bool] = tree.alive(constraint.excluded)
+        self.walker = TokenWalker(constraint, tree, encode, end)
         self.started = False
-        self._settle()
 
     def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
         if input_ids.shape[0] != 1:
             raise GroundingError("a grounded answer is generated one sequence at a time")
         if self.started:
-            self._advance(int(input_ids[0, -1]))
+            self.walker.advance(int(input_ids[0, -1]))
         self.started = True
         mask = torch.full_like(scores, float("-inf"))
-        mask[:, self._allowed()] = 0
+        mask[:, self.walker.allowed()] = 0
         return scores + mask
-
-    def _allowed(self) -> list[int]:
-        if self.forced:
-            return [self.forced[0]]
-        if self.node is None:
-            return [self.end]
-        label = self.tree.labels[self.node]
-        if self.depth < len(label):
-            return [label[self.depth]]
-        allowed = [symbol for symbol, child in self.tree.children[self.node].items() if self.alive(child)]
-        if self._ends_here():
-            allowed += self._after(self.tree.end[self.node])[:1] or [self.end]
-        return allowed
-
-    def _advance(self, token: int) -> None:
-        if self.forced:
-            self.forced.popleft()
-        elif self.node is not None:
-            child = self.tree.children[self.node].get(token)
-            if self.depth < len(self.tree.labels[self.node]):
-                self.depth += 1
-            elif child is not None and self.alive(child):
-                self.node, self.depth = child, 1
-            else:  # the line ended where a longer choice could have gone on: the token opens what follows
-                self._finish()
-                if self.forced:
-                    self.forced.popleft()
-            if self.node is not None and self._ends_here() and not self._goes_on():
-                self._finish()
-        self._settle()
-
-    def _ends_here(self) -> bool:
-        """The written tokens are a whole choice that may still be written."""
-        position = self.tree.end[self.node]
-        return (
-            self.depth == len(self.tree.labels[self.node])
-            and position >= 0
-            and position not in self.constraint.excluded
-            and position not in self.used
-        )
-
-    def _goes_on(self) -> bool:
-        return any(self.alive(child) for child in self.tree.children[self.node].values())
-
-    def _after(self, position: int) -> list[int]:
-        """The tokens after choice `position`: its suffix, and the next line's head unless it was the last line."""
-        last = len(self.used) + 1 == self.constraint.lines
-        suffix = self.constraint.choices.choices[position].suffix
-        return self.encode(suffix + ("" if last else self.constraint.head(len(self.used) + 2)))
-
-    def _finish(self) -> None:
-        position = self.tree.end[self.node]
-        self.forced = deque(self._after(position))
-        self.used.add(position)
-        self.choice_next = len(self.used) < self.constraint.lines
-        self.node = None
-
-    def _settle(self) -> None:
-        """Start the next choice once its head is written."""
-        if not self.forced and self.choice_next:
-            self.choice_next = False
-            self.alive = self.tree.alive(self.constraint.excluded | self.used)
-            self.node, self.depth = 0, 0
 
 
 def sampling_kwargs(settings: GenerationSettings) -> dict:
