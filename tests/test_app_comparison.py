@@ -3,6 +3,7 @@ load errors per column, and two sessions sharing one model through its lock."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections.abc import Iterator
@@ -11,9 +12,12 @@ import pytest
 
 from dualrec.app.comparison import SharedModel, plan_columns, start_comparison
 from dualrec.app.recordings import RecordingStore
+from dualrec.app.tables import PromptChoice, default_prompt, prompt_caption, trained_prompt
+from dualrec.config import paths
 from dualrec.data.dataset import load_dataset
 from dualrec.grounding.pipeline import prepare_prompt
 from dualrec.llm import GenerationSettings, LLMBackend, Message, UnknownPresetError
+from tests.test_app_pages import run, texts
 
 SETTINGS = GenerationSettings(max_new_tokens=16, seed=3)
 
@@ -135,3 +139,34 @@ def test_stop_ends_both_columns_and_keeps_the_text_so_far(prompt, tmp_path):
     assert comparison.streams.wait(10)
     assert comparison.finish(dataset)["A"].answer.startswith("Toy Story")
     assert store.all() == []  # a stopped answer is not recorded: a replay must be a whole answer
+
+
+def quick_adapter(metadata: str) -> str:
+    """An adapter folder under the models folder (peft config and `dualrec finetune`'s metadata); its spec."""
+    folder = paths().models / "adapters" / "quick"
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"}))
+    (folder / "metadata.json").write_text(metadata)
+    return "smollm2-135m+adapters/quick"
+
+
+def test_an_adapter_column_starts_with_the_prompt_it_was_trained_on_and_each_column_says_which():
+    adapter = quick_adapter(json.dumps({"examples": {"template": "list-k", "targets": 5}}))
+    assert trained_prompt(adapter) == PromptChoice("list-k", 5) and trained_prompt("smollm2-135m") is None
+    assert default_prompt(["smollm2-135m", adapter]) == (PromptChoice("list-k", 5), "the prompt B's adapter was trained on")
+    assert default_prompt(["smollm2-135m", "deepseek-v3"]) == (PromptChoice("poster", 3), "the poster's prompt")
+    assert prompt_caption(adapter, "list-k", 5) == "Prompt: list-k, K 5: the prompt its adapter was trained on."
+    assert prompt_caption(adapter, "poster", 3).endswith("its adapter was trained on list-k, K 5: this prompt is new to it.")
+    assert prompt_caption("smollm2-135m", "list-k", 5) == "Prompt: list-k, K 5 (not fine-tuned on a prompt)."
+    quick_adapter("{not json")
+    assert trained_prompt(adapter) is None and "training prompt is not recorded" in prompt_caption(adapter, "list-k", 5)
+
+
+def test_the_page_starts_with_the_adapters_prompt_and_says_so(ml_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALREC_HOME", str(tmp_path))
+    monkeypatch.setenv("DUALREC_DATA_DIR", str(ml_dir))
+    quick_adapter(json.dumps({"examples": {"template": "list-k", "targets": 5}}))
+    at = run()
+    assert at.selectbox(key="template-list-k").value == "list-k" and at.number_input(key="k-5").value == 5
+    assert "Starts as list-k, K 5: the prompt B's adapter was trained on." in texts(at.caption)
+    assert "recommend 5 more movies" in at.code[0].value and "Answer with exactly 5 lines" in at.code[0].value

@@ -17,22 +17,21 @@ import pandas as pd
 from rapidfuzz import fuzz, process, utils
 
 from dualrec.app.streaming import LiveAnswer
-from dualrec.config import FINETUNE_COMMAND, GENRES, DataConfig
+from dualrec.config import FINETUNE_COMMAND, GENRES, PROMPT_K, PROMPT_TEMPLATE, DataConfig
 from dualrec.data.dataset import Dataset, choose_catalogue, describe_user
 from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
 from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
 from dualrec.grounding.pipeline import Stage2Result, user_history
 from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, adapter_on, resolve_preset
-from dualrec.llm.presets import CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, engine_for
+from dualrec.llm.adapters import ADAPTER_CONFIG, adapter_dir, read_metadata
+from dualrec.llm.presets import ADAPTER_SEPARATOR, CUSTOM, ENV_API_KEY, ENV_BASE_URL, ENV_MODEL, engine_for
 
 if TYPE_CHECKING:
     from dualrec.ranking.lstm import LSTMRecommender
 
 MAX_HISTORY = DataConfig().window  # a built history holds 1 to 30 movies, the LSTM's window
 MOVIELENS_URL = "https://movielens.org/movies/{movie_id}"
-ADAPTER_CONFIG = "adapter_config.json"  # a peft adapter folder (dualrec.llm.peft_backend, which imports torch)
-ADAPTER_METADATA = "metadata.json"  # written beside it by `dualrec finetune`: the base preset it was trained on
 SEARCH_CUTOFF = 50.0
 EVAL_COMMANDS = (
     "dualrec train lstm --profile quick",
@@ -233,11 +232,10 @@ def find_adapters(models_dir: Path) -> list[str]:
             continue
         try:
             base = json.loads(config.read_text()).get("base_model_name_or_path", "")
-            metadata = models_dir / folder / ADAPTER_METADATA
-            trained_on = json.loads(metadata.read_text()).get("base", {}).get("preset") if metadata.is_file() else None
+            trained_on = read_metadata(models_dir / folder).get("base", {}).get("preset")
         except (OSError, ValueError, AttributeError):
             continue
-        specs.append(f"{trained_on or by_model.get(base, base)}+{folder}")
+        specs.append(f"{trained_on or by_model.get(base, base)}{ADAPTER_SEPARATOR}{folder}")
     return specs
 
 
@@ -249,6 +247,47 @@ def model_choices(models_dir: Path) -> list[str]:
 def default_models(choices: Sequence[str]) -> tuple[str, str]:
     """Column A: the embedded base model; column B: its LoRA adapter when one exists, else the same base model."""
     return DEFAULT_PRESET, adapter_on(DEFAULT_PRESET, choices) or DEFAULT_PRESET
+
+
+@dataclass(frozen=True)
+class PromptChoice:
+    """A prompt template and how many movies it asks for."""
+
+    template: str
+    k: int
+
+
+def trained_prompt(spec: str) -> PromptChoice | None:
+    """The prompt a model was fine-tuned on, as its adapter's metadata records it; None for a model without an adapter,
+    or an adapter whose metadata does not say (made elsewhere, or unreadable)."""
+    _, separator, adapter = spec.partition(ADAPTER_SEPARATOR)
+    if not separator:
+        return None
+    try:
+        examples = read_metadata(adapter_dir(adapter)).get("examples", {})
+        return PromptChoice(examples["template"], int(examples["targets"])) if examples.get("template") else None
+    except (OSError, ValueError, AttributeError, KeyError, TypeError):
+        return None
+
+
+def default_prompt(specs: Sequence[str]) -> tuple[PromptChoice, str]:
+    """The prompt both columns start with, and why: the one a column's adapter was trained on (the first column's
+    first), else the poster's prompt, which no model here was trained on."""
+    for label, spec in zip("AB", specs):
+        if trained := trained_prompt(spec):
+            return trained, f"the prompt {label}'s adapter was trained on"
+    return PromptChoice(PROMPT_TEMPLATE, PROMPT_K), "the poster's prompt"
+
+
+def prompt_caption(spec: str, template: str, k: int) -> str:
+    """What a column says about its prompt: the one its adapter was trained on, or how it differs from it."""
+    trained = trained_prompt(spec)
+    if trained is None:
+        why = "its adapter's training prompt is not recorded" if ADAPTER_SEPARATOR in spec else "not fine-tuned on a prompt"
+        return f"Prompt: {template}, K {k} ({why})."
+    if (trained.template, trained.k) == (template, k):
+        return f"Prompt: {template}, K {k}: the prompt its adapter was trained on."
+    return f"Prompt: {template}, K {k}; its adapter was trained on {trained.template}, K {trained.k}: this prompt is new to it."
 
 
 def finetune_hint(models_dir: Path) -> str:
