@@ -16,6 +16,7 @@ from dualrec.app.tables import (
     HistoryChoice,
     add_movie,
     answer_rows,
+    default_prompt,
     grounding_caption,
     hit_message,
     lstm_ranking,
@@ -23,13 +24,13 @@ from dualrec.app.tables import (
     move_movie,
     movie_label,
     overlap_lists,
+    prompt_caption,
     runs_locally,
     sample_test_users,
     search_catalogue,
     status_line,
     user_view,
 )
-from dualrec.config import PROMPT_K
 from dualrec.data.dataset import Dataset
 from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError
@@ -178,14 +179,17 @@ def lstm_pick(dataset: Dataset, history: list[int]) -> tuple[int | None, str | N
 
 
 def the_prompt(dataset: Dataset, history: list[int], pick: int | None, note: str | None) -> Stage2Prompt:
+    default, why = default_prompt(app_state.settings().models)
     left, right = st.columns([3, 1])
     template = left.selectbox(
         "Prompt template",
         TEMPLATES,
-        key="template",
+        index=TEMPLATES.index(default.template),
+        key=f"template-{default.template}",
         help="poster: the poster's prompt word for word; list-k: K titles in a fixed format; full-history: the whole history",
     )
-    k = right.number_input("Movies to ask for", min_value=1, max_value=20, value=PROMPT_K, key="k")
+    k = right.number_input("Movies to ask for", min_value=1, max_value=20, value=default.k, key=f"k-{default.k}")
+    st.caption(f"Starts as {default.template}, K {default.k}: {why}.")
     prompt = prepare_prompt(dataset, history, pick, template, int(k), note)
     with st.expander("Advanced: edit the prompt"):
         edited = st.text_area(
@@ -230,9 +234,10 @@ def start(dataset: Dataset, prompt: Stage2Prompt, settings: GenerationSettings, 
     st.session_state[app_state.COMPARISON] = start_comparison(prompt, columns, store, chosen.speed, dataset)
 
 
-def column_frame(column: Column, speed: float) -> tuple | None:
+def column_frame(column: Column, prompt: Stage2Prompt, speed: float) -> tuple | None:
     st.subheader(f"{column.label} · {column.spec}")
     st.caption(model_description(column.spec))
+    st.caption(prompt_caption(column.spec, prompt.template, prompt.k))
     engine = column.model.backend.grounding if column.model else None
     st.caption(grounding_caption(column.grounded, engine, column.recording is not None))
     if column.error:
@@ -323,7 +328,7 @@ def two_models(dataset: Dataset, prompt: Stage2Prompt, choice: HistoryChoice) ->
     frames = {}
     for cell, column in zip(cells, comparison.columns):
         with cell:
-            if frame := column_frame(column, app_state.settings().speed):
+            if frame := column_frame(column, comparison.prompt, app_state.settings().speed):
                 frames[column.label] = frame
     follow(comparison, frames)
     results = comparison.finish(dataset)
