@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
@@ -16,13 +13,13 @@ from dualrec.ranking.baselines.attenmixer import (
     AttenMixerOptions,
     SessionBatch,
     build_model,
-    build_optimizer,
     session_batch,
     target_batch,
     unit_rows,
 )
+from tests.reference_fixtures import catalogue, missing, one_adam_step, read_arrays, read_fixture, reference_folder
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "attenmixer"
+REFERENCE = reference_folder("attenmixer")
 ATOL = 1e-5
 N_ITEMS = 12
 WIDTH = 6  # the longest input of each split (5) + 1
@@ -40,7 +37,7 @@ UNUSED = ("model.mattn.linear_three.", "model.mattn.linear_four.", "model.mattn.
 # The training step ran with every dropout at 0 (README); in eval dropout does nothing.
 FIXTURE_OPTIONS = AttenMixerOptions(dim=16, dropout=0.0, attention_dropout=0.0)
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"the Atten-Mixer reference fixture is missing ({REFERENCE})")
+pytestmark = missing(REFERENCE, "Atten-Mixer")
 
 
 def our_name(reference_name: str) -> str | None:
@@ -60,27 +57,17 @@ def by_our_names(arrays: dict[str, np.ndarray], group: str = "") -> dict[str, np
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    return json.loads((REFERENCE / "fixture.json").read_text())
-
-
-def reference_arrays(name: str) -> dict[str, np.ndarray]:
-    with np.load(REFERENCE / name) as arrays:
-        return dict(arrays)
+    return read_fixture(REFERENCE)
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, np.ndarray]:
-    return reference_arrays("outputs.npz")
+    return read_arrays(REFERENCE, "outputs.npz")
 
 
 @pytest.fixture(scope="module")
 def weights() -> dict[str, np.ndarray]:
-    return reference_arrays("weights.npz")
-
-
-def catalogue(sessions: list[list[int]]) -> list[list[int]]:
-    """The fixture's item ids 1..12 as catalogue items 0..11."""
-    return [[item - 1 for item in session] for session in sessions]
+    return read_arrays(REFERENCE, "weights.npz")
 
 
 def reference_model(weights: dict[str, np.ndarray]) -> AttenMixer:
@@ -97,18 +84,6 @@ def training_batch(fixture: dict) -> tuple[SessionBatch, torch.Tensor]:
     examples = fixture["fixture"]["train_examples"]
     targets = target_batch(catalogue([examples["targets"]])[0], N_ITEMS)
     return session_batch(catalogue(examples["inputs"]), N_ITEMS, WIDTH), targets
-
-
-def one_adam_step(model: AttenMixer, fixture: dict) -> torch.Tensor:
-    """One step of the reference's training on the 19 examples; the loss it took (gradients left in the model)."""
-    model.train()
-    optimizer, _ = build_optimizer(model)
-    optimizer.zero_grad()
-    loss = model.loss(*training_batch(fixture))
-    loss.backward()
-    optimizer.step()
-    model.eval()
-    return loss
 
 
 @torch.no_grad()
@@ -212,7 +187,7 @@ def test_training_scores_loss_and_every_gradient(fixture: dict, outputs: dict, w
     batch, _ = training_batch(fixture)
     with torch.no_grad():
         np.testing.assert_allclose(model.scores(batch).numpy(), outputs["train_scores_before_step"], atol=ATOL)
-    loss = one_adam_step(model, fixture)
+    loss = one_adam_step(model, *training_batch(fixture))
     assert loss.item() == pytest.approx(float(outputs["train_loss"]), abs=ATOL)
     gradients = by_our_names(outputs, "grad/")
     assert set(gradients) == set(dict(model.named_parameters()))
@@ -222,7 +197,7 @@ def test_training_scores_loss_and_every_gradient(fixture: dict, outputs: dict, w
 
 def test_one_adam_step(fixture: dict, outputs: dict, weights: dict) -> None:
     model = reference_model(weights)
-    one_adam_step(model, fixture)
+    one_adam_step(model, *training_batch(fixture))
     after_step = by_our_names(outputs, "after_step/")
     for name, parameter in model.named_parameters():
         np.testing.assert_allclose(parameter.detach().numpy(), after_step[name], atol=ATOL, err_msg=name)

@@ -3,9 +3,7 @@ CCIIPLab/GCE-GNN@212575302e42, one and two hops): preprocessing, global graph, s
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,23 +24,19 @@ from dualrec.ranking.baselines.gcegnn import (
     reference_names,
     session_batch,
 )
+from tests.reference_fixtures import catalogue, read_arrays, read_fixture, reference_folder
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "gcegnn"
+REFERENCE = reference_folder("gcegnn")
 if not REFERENCE.is_dir():
     pytest.skip(f"the GCE-GNN reference fixture is missing ({REFERENCE})", allow_module_level=True)
 
 ATOL = 1e-5
 N_ITEMS = 12
-FIXTURE = json.loads((REFERENCE / "fixture.json").read_text())
-OUTPUTS = {1: dict(np.load(REFERENCE / "outputs.npz")), 2: dict(np.load(REFERENCE / "outputs_hop2.npz"))}
-WEIGHTS = {1: dict(np.load(REFERENCE / "weights.npz")), 2: dict(np.load(REFERENCE / "weights_hop2.npz"))}
+FIXTURE = read_fixture(REFERENCE)
+OUTPUTS = {1: read_arrays(REFERENCE, "outputs.npz"), 2: read_arrays(REFERENCE, "outputs_hop2.npz")}
+WEIGHTS = {1: read_arrays(REFERENCE, "weights.npz"), 2: read_arrays(REFERENCE, "weights_hop2.npz")}
 # The fixture's settings (hidden 16, main.py defaults otherwise); the step ran with dropout_global 0, eval ignores it.
 OPTIONS = GCEGNNOptions(dim=16, dropout_global=0.0)
-
-
-def catalogue(sessions: list[list[int]]) -> list[list[int]]:
-    """The fixture's item ids 1..12 as catalogue items 0..11."""
-    return [[item - 1 for item in session] for session in sessions]
 
 
 TRAIN_INPUTS = catalogue(FIXTURE["fixture"]["train_examples"]["inputs"])

@@ -4,10 +4,8 @@ every gradient) are reproduced by dualrec.ranking.baselines.hide; plus its optio
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,8 +24,9 @@ from dualrec.ranking.baselines.hide import (
     session_batch,
     split_widths,
 )
+from tests.reference_fixtures import catalogue, read_arrays, read_fixture, reference_folder
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "hide"
+REFERENCE = reference_folder("hide")
 FIXTURE_OPTIONS = HIDEOptions(dim=20)  # the fixture's run: the reference's defaults with hiddenSize 20
 N_ITEMS = 12  # the fixture's ids 1..12 are our catalogue items 0..11
 FACTORS = FIXTURE_OPTIONS.factors
@@ -82,22 +81,19 @@ def factor_incidence(inputs: HIDEInputs, intent_edges: torch.Tensor, factor: int
 
 def catalogue_examples(examples: dict) -> dict:
     """The fixture's examples (reference ids 1..12) as catalogue items 0..11."""
-    return {
-        "inputs": [[item - 1 for item in history] for history in examples["inputs"]],
-        "targets": [item - 1 for item in examples["targets"]],
-    }
+    return {"inputs": catalogue(examples["inputs"]), "targets": catalogue([examples["targets"]])[0]}
 
 
 @pytest.fixture(scope="module")
 def reference() -> dict:
     if not REFERENCE.is_dir():
         pytest.skip(f"the HIDE reference fixture is missing (expected at {REFERENCE})")
-    fixture = json.loads((REFERENCE / "fixture.json").read_text())["fixture"]
+    fixture = read_fixture(REFERENCE)["fixture"]
     return {
         "train": catalogue_examples(fixture["train_examples"]),
         "test": catalogue_examples(fixture["test_examples"]),
-        "weights": dict(np.load(REFERENCE / "weights.npz")),
-        "outputs": dict(np.load(REFERENCE / "outputs.npz")),
+        "weights": read_arrays(REFERENCE, "weights.npz"),
+        "outputs": read_arrays(REFERENCE, "outputs.npz"),
     }
 
 

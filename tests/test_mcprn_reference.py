@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,19 +13,19 @@ from dualrec.ranking.baselines.mcprn import (
     PO4ISR_ML1M,
     MCPRNOptions,
     build_model,
-    build_optimizer,
     session_batch,
     target_batch,
 )
+from tests.reference_fixtures import catalogue, missing, one_adam_step, read_arrays, read_fixture, reference_folder
 
-REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "mcprn"
+REFERENCE = reference_folder("mcprn")
 ATOL = 1e-5
 N_ITEMS = 12
 # The reference's parameter names -> this module's (the PSRU weights have GRUCell's layout, so GRUCell's names).
 EMBEDDING_NAMES = {"emb.weight": "item_embedding.weight", "embPurpose.weight": "purpose_embedding.weight"}
 PSRU_NAMES = {"w_ih": "weight_ih", "w_hh": "weight_hh", "b_ih": "bias_ih", "b_hh": "bias_hh"}
 
-pytestmark = pytest.mark.skipif(not REFERENCE.is_dir(), reason=f"the MCPRN reference fixture is missing ({REFERENCE})")
+pytestmark = missing(REFERENCE, "MCPRN")
 
 
 def our_name(reference_name: str) -> str:
@@ -44,26 +42,19 @@ def by_our_names(outputs: dict[str, np.ndarray], group: str) -> dict[str, np.nda
 
 @pytest.fixture(scope="module")
 def fixture() -> dict:
-    return json.loads((REFERENCE / "fixture.json").read_text())
+    return read_fixture(REFERENCE)
 
 
 @pytest.fixture(scope="module")
 def outputs() -> dict[str, np.ndarray]:
-    with np.load(REFERENCE / "outputs.npz") as arrays:
-        return dict(arrays)
-
-
-def catalogue(sessions: list[list[int]]) -> list[list[int]]:
-    """The fixture's item ids 1..12 as catalogue items 0..11."""
-    return [[item - 1 for item in session] for session in sessions]
+    return read_arrays(REFERENCE, "outputs.npz")
 
 
 def reference_model(fixture: dict, tau: float) -> torch.nn.Module:
     hyper = fixture["hyperparameters"]
     options = MCPRNOptions(dim=hyper["item_embedding_dim"], purposes=hyper["purposes"], tau=tau)
     model = build_model(N_ITEMS, options)
-    with np.load(REFERENCE / "weights.npz") as weights:
-        state = {our_name(name): torch.from_numpy(weights[name]) for name in weights.files}
+    state = {our_name(name): torch.from_numpy(weight) for name, weight in read_arrays(REFERENCE, "weights.npz").items()}
     model.load_state_dict(state, strict=True)
     return model
 
@@ -81,18 +72,6 @@ def held_out_inputs(fixture: dict) -> torch.Tensor:
 def training_batch(fixture: dict) -> tuple[torch.Tensor, torch.Tensor]:
     examples = fixture["fixture"]["train_examples"]
     return session_batch(catalogue(examples["inputs"]), N_ITEMS), target_batch(catalogue([examples["targets"]])[0], N_ITEMS)
-
-
-def one_adam_step(model: torch.nn.Module, fixture: dict) -> torch.Tensor:
-    """One step of the reference's training on the 19 examples; the loss it took (gradients left in the model)."""
-    model.train()
-    optimizer, _ = build_optimizer(model)
-    optimizer.zero_grad()
-    loss = model.loss(*training_batch(fixture))
-    loss.backward()
-    optimizer.step()
-    model.eval()
-    return loss
 
 
 def test_options_defaults_are_the_references(fixture: dict) -> None:
@@ -194,7 +173,7 @@ def test_scores_before_and_after_one_adam_step(fixture: dict, outputs: dict, tau
         check_scores(model.scores(held_out_inputs(fixture)), outputs[f"{prefix}test_before_scores"])
         states = model.purpose_states(held_out_inputs(fixture))
     np.testing.assert_allclose(states.numpy(), outputs[f"{prefix}test_before_purpose_hidden"], atol=ATOL)
-    loss = one_adam_step(model, fixture)
+    loss = one_adam_step(model, *training_batch(fixture))
     assert loss.item() == pytest.approx(float(outputs[f"{prefix}train_loss"]), abs=ATOL)
     with torch.no_grad():
         check_scores(model.scores(held_out_inputs(fixture)), outputs[f"{prefix}test_after_scores"])
@@ -206,7 +185,7 @@ def test_scores_cover_the_padding_id(fixture: dict, outputs: dict) -> None:
         before = model.id_scores(held_out_inputs(fixture))
         np.testing.assert_allclose(before.numpy(), outputs["test_before_scores_all_ids"], atol=ATOL)
         np.testing.assert_array_equal(model.scores(held_out_inputs(fixture)).numpy(), before[:, 1:].numpy())
-    one_adam_step(model, fixture)
+    one_adam_step(model, *training_batch(fixture))
     with torch.no_grad():
         after = model.id_scores(held_out_inputs(fixture))
     np.testing.assert_allclose(after.numpy(), outputs["test_after_scores_all_ids"], atol=ATOL)
@@ -223,7 +202,7 @@ def test_in_batch_training_scores(fixture: dict, outputs: dict, tau: float) -> N
 
 def test_every_gradient_and_parameter_after_the_step(fixture: dict, outputs: dict) -> None:
     model = reference_model(fixture, fixture["hyperparameters"]["tau"])
-    one_adam_step(model, fixture)
+    one_adam_step(model, *training_batch(fixture))
     gradients, after_step = by_our_names(outputs, "grad/"), by_our_names(outputs, "after_step/")
     assert set(gradients) == set(after_step) == set(dict(model.named_parameters()))
     for name, parameter in model.named_parameters():

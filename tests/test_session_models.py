@@ -157,7 +157,7 @@ def test_bad_budgets_options_and_histories_are_refused_clearly(trained, dataset)
         TrainingBudget(max_epochs=0)
     with pytest.raises(ConfigError, match="max_minutes must be at least 0, not -1"):
         TrainingBudget(max_minutes=-1)
-    with pytest.raises(ConfigError, match="Unknown MCPRN option 'dimension'; choose from dim, purposes, tau"):
+    with pytest.raises(ConfigError, match="Unknown MCPRN option 'dimension'; choose from .*lr_dc, dim, purposes, tau"):
         session_recommender("mcprn", params={"dimension": 8})
     with pytest.raises(ConfigError, match="Invalid GCE-GNN options: dim must be at least 1, not 0"):
         session_recommender("gcegnn", params={"dim": 0})

@@ -56,11 +56,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualrec.config import ABOVE_0, AT_LEAST_1, DROPOUT, Bounds, check_options, option
+from dualrec.config import AT_LEAST_1, DROPOUT, check_options, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines.mcprn import build_optimizer as build_optimizer  # the same Adam and decay
 from dualrec.ranking.baselines.mcprn import target_batch as target_batch  # the same targets
-from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, right_padded
+from dualrec.ranking.baselines.sessions import PADDING_ID, TrainingOptions, model_ids, right_padded
+from dualrec.ranking.baselines.sessions import build_optimizer as build_optimizer  # the reference's Adam and decay
 
 NORM_EPSILON = 1e-12
 LAYER_NORM_EPSILON = 1e-8
@@ -69,7 +69,7 @@ ATTENTION_SHARPNESS = 2.0  # both attention softmaxes take twice their input
 
 
 @dataclass(frozen=True)
-class AttenMixerOptions:
+class AttenMixerOptions(TrainingOptions):
     """Atten-Mixer's settings; the defaults are the reference's (main_area_semantic.py's argparse defaults)."""
 
     dim: int = option(256, bounds=AT_LEAST_1)  # hiddenSize
@@ -80,11 +80,6 @@ class AttenMixerOptions:
     scale: bool = option(True)  # scores times 16
     dropout: float = option(0.1, bounds=DROPOUT)  # on the item states and on the item table, in training
     attention_dropout: float = option(0.1, bounds=DROPOUT)  # on the attention weights, in training
-    learning_rate: float = option(1e-3, bounds=ABOVE_0)
-    l2: float = option(1e-5, bounds=Bounds(0))  # Adam's coupled weight decay
-    batch_size: int = option(100, bounds=AT_LEAST_1)
-    lr_dc_step: int = option(3, bounds=AT_LEAST_1)  # epochs between learning-rate decays
-    lr_dc: float = option(0.1, bounds=Bounds(0, 1, open_low=True))  # learning-rate decay factor
 
     def __post_init__(self) -> None:
         uneven = isinstance(self.dim, int) and isinstance(self.heads, int) and self.heads > 0 and self.dim % self.heads

@@ -53,9 +53,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualrec.config import ABOVE_0, AT_LEAST_1, DROPOUT, SEED, Bounds, check_options, option
+from dualrec.config import AT_LEAST_1, DROPOUT, SEED, Bounds, check_options, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
+from dualrec.ranking.baselines.sessions import PADDING_ID, TrainingOptions, model_ids, right_padded
+from dualrec.ranking.baselines.sessions import build_optimizer as build_optimizer  # the reference's Adam and decay
 
 NO_EDGE_LOGIT = -9e15
 GLOBAL_SLOPE = 0.2  # the global aggregator's LeakyReLU slope, fixed in the reference
@@ -65,7 +66,7 @@ REFERENCE_UNUSED = ("local_agg.bias", "linear_transform.weight")  # plus agg_gcn
 
 
 @dataclass(frozen=True)
-class GCEGNNOptions:
+class GCEGNNOptions(TrainingOptions):
     """GCE-GNN's settings; the defaults are the reference's (`main.py` for an unnamed dataset)."""
 
     dim: int = option(100, bounds=AT_LEAST_1)  # hiddenSize
@@ -78,11 +79,6 @@ class GCEGNNOptions:
     alpha: float = option(0.2, bounds=Bounds(0))  # the local aggregator's LeakyReLU slope
     activation: str = option("relu", choices=tuple(ACTIVATIONS))  # the global aggregator's output
     positions: int = option(200, bounds=AT_LEAST_1)  # position embedding rows: the longest history it reads
-    learning_rate: float = option(1e-3, bounds=ABOVE_0)
-    l2: float = option(1e-5, bounds=Bounds(0))  # Adam's coupled weight decay
-    batch_size: int = option(100, bounds=AT_LEAST_1)
-    lr_dc_step: int = option(3, bounds=AT_LEAST_1)  # epochs between learning-rate decays
-    lr_dc: float = option(0.1, bounds=Bounds(0, 1, open_low=True))  # learning-rate decay factor
     seed: int = option(2020, bounds=SEED)  # main.py's init_seed: the neighbour table draw and the initial weights
 
     def __post_init__(self) -> None:
@@ -333,12 +329,6 @@ def build_model(n_items: int, sessions: Sequence[Sequence[int]], options: GCEGNN
     if n_items < 1:
         raise DualrecError(f"GCE-GNN needs a catalogue of at least one item, not {n_items}.")
     return GCEGNN(n_items, global_graph(sessions, n_items, options), options)
-
-
-def build_optimizer(model: GCEGNN) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay."""
-    options = model.options
-    return reference_optimizer(model, options.learning_rate, options.l2, options.lr_dc_step, options.lr_dc)
 
 
 def reference_names(hops: int) -> dict[str, str]:

@@ -62,9 +62,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from dualrec.config import ABOVE_0, AT_LEAST_0, AT_LEAST_1, Bounds, check_options, fits, option
+from dualrec.config import AT_LEAST_0, AT_LEAST_1, Bounds, check_options, fits, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
+from dualrec.ranking.baselines.sessions import PADDING_ID, TrainingOptions, model_ids, right_padded
+from dualrec.ranking.baselines.sessions import build_optimizer as build_optimizer  # the reference's Adam and decay
 
 POSITIONS = 200  # rows of the reference's position table: the widest padded session the model reads
 INTENT_SIMILARITY_SCALE = 10.0  # DisentangleGraph's t (it only ranks the nodes)
@@ -75,7 +76,7 @@ ATTENDED_CODES = 3  # codes 1, 2, 3 each have their attention vectors; any other
 
 
 @dataclass(frozen=True)
-class HIDEOptions:
+class HIDEOptions(TrainingOptions):
     """HIDE's settings; the defaults are the reference's (main.py's argparse with its run scripts' flags). The last
     three reproduce the reference's bugs when True (see the module's docstring)."""
 
@@ -89,11 +90,6 @@ class HIDEOptions:
     layers: int = option(1, bounds=AT_LEAST_1)  # hypergraph layers (their outputs are summed)
     leaky_slope: float = option(0.2, bounds=AT_LEAST_0)  # alpha
     intent_loss_weight: float = option(1e-4, bounds=AT_LEAST_0)  # lamda
-    learning_rate: float = option(1e-3, bounds=ABOVE_0)  # lr (Adam)
-    weight_decay: float = option(1e-5, bounds=AT_LEAST_0)  # l2 (Adam's coupled L2)
-    batch_size: int = option(100, bounds=AT_LEAST_1)
-    lr_decay: float = option(0.1, bounds=Bounds(0, 1, open_low=True))  # lr_dc (StepLR gamma)
-    lr_decay_epochs: int = option(3, bounds=AT_LEAST_1)  # lr_dc_step (StepLR step, in epochs)
     intent_edges_take_padding: bool = option(True)
     intent_edges_accumulate: bool = option(True)
     intent_mean_over_padding: bool = option(True)
@@ -421,9 +417,3 @@ class HIDE(nn.Module):
 def build_model(n_items: int, options: HIDEOptions | None = None) -> HIDE:
     """HIDE over catalogue items 0..n_items-1, initialised as the reference does (its defaults unless `options`)."""
     return HIDE(n_items, options or REFERENCE_OPTIONS)
-
-
-def build_optimizer(model: HIDE) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """The reference's optimiser (Adam with coupled L2) and its learning-rate schedule (stepped once per epoch)."""
-    options = model.options
-    return reference_optimizer(model, options.learning_rate, options.weight_decay, options.lr_decay_epochs, options.lr_decay)

@@ -44,24 +44,21 @@ from torch import nn
 
 from dualrec.config import ABOVE_0, AT_LEAST_1, Bounds, check_options, option
 from dualrec.errors import DualrecError
-from dualrec.ranking.baselines.sessions import PADDING_ID, model_ids, reference_optimizer, right_padded
+from dualrec.ranking.baselines.sessions import PADDING_ID, TrainingOptions, model_ids, right_padded
+from dualrec.ranking.baselines.sessions import build_optimizer as build_optimizer  # the reference's Adam and decay
 
 PROBABILITY_FLOOR = 1e-9  # the reference clamps the in-batch softmax before its log
 
 
 @dataclass(frozen=True)
-class MCPRNOptions:
+class MCPRNOptions(TrainingOptions):
     """MCPRN's settings; the defaults are the reference's (besttest.py's argparse defaults)."""
 
     dim: int = option(100, bounds=AT_LEAST_1)  # item (and purpose, and state) embedding size
     purposes: int = option(1, bounds=AT_LEAST_1)  # purpose channels
     tau: float = option(0.1, bounds=ABOVE_0)  # router temperature (the candidate side has none)
     router_cut: float = option(0.01, bounds=Bounds(0, 1))  # router weights below it do not update a channel
-    learning_rate: float = option(1e-3, bounds=ABOVE_0)
-    l2: float = option(1e-5, bounds=Bounds(0))  # Adam's coupled weight decay
     batch_size: int = option(128, bounds=AT_LEAST_1)
-    lr_dc_step: int = option(3, bounds=AT_LEAST_1)  # epochs between learning-rate decays
-    lr_dc: float = option(0.1, bounds=Bounds(0, 1, open_low=True))  # learning-rate decay factor
 
     def __post_init__(self) -> None:
         check_options(self, "MCPRN")
@@ -173,10 +170,3 @@ def target_batch(targets: Sequence[int], n_items: int) -> torch.Tensor:
     if len(outside):
         raise DualrecError(f"Target {int(outside[0])} is outside the catalogue's 0..{n_items - 1}.")
     return batch
-
-
-def build_optimizer(model: nn.Module) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """The reference's optimiser (Adam, coupled L2) and its per-epoch learning-rate decay, from the model's options
-    (learning_rate, l2, lr_dc_step, lr_dc; Atten-Mixer's reference uses the same)."""
-    options = model.options
-    return reference_optimizer(model, options.learning_rate, options.l2, options.lr_dc_step, options.lr_dc)

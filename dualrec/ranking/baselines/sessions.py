@@ -1,5 +1,5 @@
 """What the session models (gcegnn, hide, mcprn, attenmixer) share: histories read as the references' item ids,
-right-padding, and the references' optimiser.
+right-padding, and the references' optimiser and its options.
 
 Catalogue item i is the model id i + 1 and 0 pads, as in every reference; PAD_ITEM entries of a history are dropped.
 """
@@ -7,11 +7,13 @@ Catalogue item i is the model id i + 1 and 0 pads, as in every reference; PAD_IT
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
+from dualrec.config import ABOVE_0, AT_LEAST_1, Bounds, option
 from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import DualrecError
 
@@ -51,10 +53,21 @@ def right_padded(sequences: Sequence[np.ndarray], model: str, width: int | None 
     return batch
 
 
-def reference_optimizer(
-    model: nn.Module, learning_rate: float, l2: float, decay_every: int, decay: float
-) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
-    """The references' optimiser, Adam with coupled L2 (`weight_decay = l2`), and its learning-rate decay: times
-    `decay` every `decay_every` epochs (the scheduler is stepped once per epoch)."""
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate, weight_decay=l2)
-    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=decay_every, gamma=decay)
+@dataclass(frozen=True)
+class TrainingOptions:
+    """The optimiser options every reference has, under its argparse names; each model's options derive from it (its
+    own defaults may differ: MCPRN's batch)."""
+
+    learning_rate: float = option(1e-3, bounds=ABOVE_0)  # lr (Adam)
+    l2: float = option(1e-5, bounds=Bounds(0))  # Adam's coupled weight decay
+    batch_size: int = option(100, bounds=AT_LEAST_1)
+    lr_dc_step: int = option(3, bounds=AT_LEAST_1)  # epochs between learning-rate decays
+    lr_dc: float = option(0.1, bounds=Bounds(0, 1, open_low=True))  # learning-rate decay factor
+
+
+def build_optimizer(model: nn.Module) -> tuple[torch.optim.Adam, torch.optim.lr_scheduler.StepLR]:
+    """The references' optimiser from the model's options (a TrainingOptions): Adam with coupled L2 (`weight_decay =
+    l2`), and its learning-rate decay, times `lr_dc` every `lr_dc_step` epochs (the scheduler is stepped per epoch)."""
+    options = model.options
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.learning_rate, weight_decay=options.l2)
+    return optimizer, torch.optim.lr_scheduler.StepLR(optimizer, step_size=options.lr_dc_step, gamma=options.lr_dc)
