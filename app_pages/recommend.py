@@ -11,6 +11,7 @@ import streamlit as st
 from dualrec.app import state as app_state
 from dualrec.app.comparison import Column, Comparison, plan_columns, start_comparison
 from dualrec.app.figures import genre_overlap_figure, topk_figure
+from dualrec.app.imported import builder_history, matched_table, missing_table
 from dualrec.app.tables import (
     MAX_HISTORY,
     HistoryChoice,
@@ -34,12 +35,14 @@ from dualrec.app.tables import (
 from dualrec.data.dataset import Dataset
 from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError
+from dualrec.grounding.history_import import HistoryImport, import_history
 from dualrec.grounding.pipeline import Stage2Prompt, prepare_prompt
 from dualrec.grounding.prompts import TEMPLATES
 from dualrec.llm import GenerationSettings, split_reasoning
 
 SOURCES = ("A MovieLens user", "Build a history")
 REDRAW_S = 0.2
+LOADING_NOTE = "The LSTM is still loading, so the prompt has no LSTM pick yet."
 STOP_WAIT_S = 2.0
 
 
@@ -48,7 +51,7 @@ STOP_WAIT_S = 2.0
 
 def movielens_user(dataset: Dataset) -> HistoryChoice | None:
     users = sample_test_users(dataset)
-    user_id = st.number_input("User id", min_value=1, value=users[0] if users else 1, step=1, key="user_id")
+    user_id = st.number_input("User id", value=users[0] if users else 1, step=1, key="user_id")  # a bad id is a message
     st.caption(f"Test users, whose real next movie can be revealed: {', '.join(map(str, users))}")
     try:
         view = user_view(dataset, int(user_id))
@@ -101,9 +104,77 @@ def edit_history(action: str, movie_id: int, index: int = 0) -> None:
     st.session_state[app_state.BUILT_HISTORY] = history
 
 
+def use_import(dataset: Dataset, imported: HistoryImport) -> None:
+    """Keep an import and make its catalogue movies the built history."""
+    st.session_state[app_state.HISTORY_IMPORT] = imported
+    st.session_state[app_state.BUILT_HISTORY] = builder_history(dataset, imported)[0]
+    st.session_state.pop("history_notice", None)
+
+
+def choose_namesake(dataset: Dataset, line: int) -> None:
+    """Selectbox callback: an ambiguous row of the import resolved to the chosen movie; the history is made again."""
+    chosen = st.session_state.get(f"choose-{line}")
+    if chosen is not None:
+        use_import(dataset, st.session_state[app_state.HISTORY_IMPORT].choose(line, chosen))
+
+
+def history_upload(dataset: Dataset) -> None:
+    """The upload of a Letterboxd, IMDb or plain-list file, imported once per file, and what it matched."""
+    upload = st.file_uploader(
+        "Or import your own: a Letterboxd export (ratings.csv, diary.csv), an IMDb ratings export (ratings.csv) or a list "
+        "of titles, one a line (.txt)",
+        type=["csv", "txt"],
+        key="history_file",
+        help="Each row is matched to MovieLens in the file's date order; the history is its last 30 catalogue movies.",
+    )
+    if upload is None:
+        return
+    if st.session_state.get(app_state.HISTORY_FILE) != upload.file_id:
+        st.session_state[app_state.HISTORY_FILE] = upload.file_id
+        try:
+            use_import(dataset, import_history(upload.name, upload.getvalue(), dataset))
+        except DualrecError as error:
+            st.session_state[app_state.HISTORY_IMPORT] = str(error)
+    imported = st.session_state.get(app_state.HISTORY_IMPORT)
+    if isinstance(imported, str):
+        st.error(imported, icon="📄")
+    elif imported is not None:
+        import_report(dataset, imported)
+
+
+def import_report(dataset: Dataset, imported: HistoryImport) -> None:
+    """The import's summary, then its matched, ambiguous (to choose) and missing rows."""
+    st.success(imported.summary(), icon="📄")
+    history, outside = builder_history(dataset, imported)
+    if outside:
+        st.caption(f"{outside} matched movies are outside the 1,000-movie catalogue the LSTM reads: the history leaves them out.")
+    counts = {"Matched": imported.matched, "Ambiguous": imported.ambiguous, "Not in MovieLens": imported.missing}
+    matched, ambiguous, missing = st.tabs([f"{name} ({len(rows)})" for name, rows in counts.items()])
+    matched.dataframe(matched_table(dataset, imported, history), hide_index=True, height=200)
+    with ambiguous:
+        for row in imported.ambiguous:
+            st.selectbox(
+                f"Line {row.line}: {row.written} names {len(row.choices)} movies: which one?",
+                row.choices,
+                index=None,
+                format_func=lambda movie_id: movie_label(dataset.movies, movie_id),
+                key=f"choose-{row.line}",
+                on_change=choose_namesake,
+                args=(dataset, row.line),
+                placeholder="Choose to add it",
+            )
+        if not imported.ambiguous:
+            st.caption("No title names several movies.")
+    missing.dataframe(missing_table(imported), hide_index=True, height=200)
+
+
 def built_history(dataset: Dataset) -> HistoryChoice | None:
+    history_upload(dataset)
     query = st.text_input("Search the 1,000-movie catalogue", placeholder="e.g. matrix, toy story 2, godfather", key="search")
-    for movie_id in search_catalogue(dataset, query):
+    found = search_catalogue(dataset, query)
+    if query.strip() and not found:
+        st.warning(f"No movie of the 1,000-movie catalogue (the movies the LSTM knows) is close to {query.strip()!r}.")
+    for movie_id in found:
         genres = ", ".join(dataset.movies.loc[movie_id, "genres"])
         st.button(
             f"➕ {movie_label(dataset.movies, movie_id)} · {genres}",
@@ -158,21 +229,39 @@ def missing_lstm(note: str) -> None:
     st.caption("Everything else works meanwhile: the prompt then says the LSTM has no pick.")
 
 
-def lstm_pick(dataset: Dataset, history: list[int]) -> tuple[int | None, str | None]:
-    """Show the LSTM's top-1 and top-10; return the pick (or None and a note for the prompt)."""
-    model, note = app_state.lstm(dataset)
+@st.fragment(run_every=1)
+def lstm_loading(dataset: Dataset) -> None:
+    """The LSTM's background load, as it goes; the whole page runs again once it is loaded."""
+    task = app_state.lstm_task(dataset)
+    if task.done:
+        st.rerun()
+    st.info(
+        f"Loading the LSTM in the background (TensorFlow): {task.elapsed:.0f} s so far. The history and the prompt work "
+        "meanwhile; its pick joins the prompt when it is loaded.",
+        icon="⏳",
+    )
+
+
+def lstm_pick(dataset: Dataset, history: list[int]) -> tuple[int | None, str | None, bool]:
+    """Show the LSTM's top-1 and top-10; return the pick (or None and a note for the prompt) and whether the LSTM has
+    loaded (False while it loads in the background)."""
+    loaded = app_state.lstm(dataset)
+    if loaded is None:
+        lstm_loading(dataset)
+        return None, LOADING_NOTE, False
+    model, note = loaded
     if model is None:
         missing_lstm(note)
-        return None, note
+        return None, note, True
     ranking = lstm_ranking(dataset, model, history)
     if ranking is None:
         note = "None of these movies is among the 1,000 catalogue movies the LSTM knows, so it has no pick."
         st.warning(note)
-        return None, note
+        return None, note, True
     top = ranking.iloc[0]
     st.success(f"**LSTM top-1: {top['label']}** · {top['genres']} · {top['probability']:.1%}", icon="🧠")
     st.plotly_chart(topk_figure(ranking), key="topk")
-    return int(top["movie_id"]), None
+    return int(top["movie_id"]), None, True
 
 
 # ---- stage 2 -------------------------------------------------------------------------------------------------------
@@ -306,13 +395,38 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
         (st.success if message.startswith("Hit") else st.info)(message)
 
 
-def two_models(dataset: Dataset, prompt: Stage2Prompt, choice: HistoryChoice) -> dict:
+@st.fragment(run_every=1)
+def models_loading(dataset: Dataset) -> None:
+    """The two models' background load, as it goes (Generate waits for it when pressed before it ends)."""
+    task = app_state.preload_models(dataset)
+    if task is None or task.done:
+        st.rerun()
+    specs = " and ".join(dict.fromkeys(app_state.settings().models))
+    waiting = "after the LSTM" if not app_state.lstm_task(dataset).done else f"{task.elapsed:.0f} s so far"
+    st.caption(f"⏳ Loading {specs} in the background ({waiting}).")
+
+
+def models_state(dataset: Dataset) -> None:
+    """Whether the sidebar's models are loaded: loading (live), loaded, or why one cannot be."""
+    task = app_state.preload_models(dataset)
+    if task is None:
+        return
+    if not task.done:
+        models_loading(dataset)
+        return
+    failed = [column.error for column in task.result() if column.error]
+    st.caption("⚠️ " + " ".join(failed) if failed else f"✅ Models loaded in {task.elapsed:.1f} s.")
+
+
+def two_models(dataset: Dataset, prompt: Stage2Prompt, choice: HistoryChoice, lstm_ready: bool) -> dict:
     """The Generate and Stop controls, both columns live, then each answer's matches; returns the results by name."""
     settings = generation_settings()
     go, stop, grounding = st.columns([1, 1, 5], vertical_alignment="center")
     with grounding:
         grounded = grounded_switch()
-    if go.button("Generate", type="primary", key="generate"):
+    models_state(dataset)
+    waiting = "Waits for the LSTM's pick, which is loading." if not lstm_ready else None
+    if go.button("Generate", type="primary", key="generate", disabled=not lstm_ready, help=waiting):
         start(dataset, prompt, settings, grounded)
     comparison: Comparison | None = st.session_state.get(app_state.COMPARISON)
     if stop.button("Stop", key="stop", disabled=comparison is None or comparison.done) and comparison:
@@ -356,6 +470,8 @@ st.caption(
     "side by side."
 )
 dataset = app_state.dataset_or_stop()
+app_state.lstm_task(dataset)  # the LSTM loads in the background while the page draws,
+app_state.preload_models(dataset)  # then both models
 left, right = st.columns([3, 2], gap="large")
 with left:
     st.header("1 · History")
@@ -365,10 +481,10 @@ if choice is None:
     st.stop()
 with right:
     st.header("2 · LSTM")
-    pick, note = lstm_pick(dataset, choice.history)
+    pick, note, lstm_ready = lstm_pick(dataset, choice.history)
 st.header("3 · Prompt")
 prompt = the_prompt(dataset, choice.history, pick, note)
 st.header("4 · Two models")
-results = two_models(dataset, prompt, choice)
+results = two_models(dataset, prompt, choice, lstm_ready)
 st.header("5 · Genre overlap")
 genre_overlap(dataset, choice.history, pick, results)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ from tests.movielens_fixture import write_movielens
 REAL_DATA_ENV = "DUALREC_TEST_DATA"
 SIBLING_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "ml-1m-full-order"
 REAL_DATA = Path(os.environ.get(REAL_DATA_ENV) or SIBLING_DATA).expanduser()
+NAMESAKES = {"Hamlet (1990)": 1101, "Hamlet (1996)": 1102}  # movies the `namesakes_dir` fixture adds
 TINY_LSTM = LSTMConfig(item_dim=8, title_dim=4, lstm_units=(16, 8), epochs=2, batch_size=64, seed=1)
 
 
@@ -86,6 +88,17 @@ def one_torch_thread():
 def ml_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A generated MovieLens-format folder (300 users, 1,100 movies)."""
     return write_movielens(tmp_path_factory.mktemp("ml-fixture"))
+
+
+@pytest.fixture(scope="session")
+def namesakes_dir(ml_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The generated folder plus two unrated movies of one title (NAMESAKES), so that title without a year is ambiguous."""
+    folder = tmp_path_factory.mktemp("ml-namesakes")
+    for name in ("ratings.dat", "users.dat", "movies.dat"):
+        shutil.copy(ml_dir / name, folder / name)
+    with open(folder / "movies.dat", "a", encoding="latin-1") as movies:
+        movies.writelines(f"{movie_id}::{title}::Drama\n" for title, movie_id in NAMESAKES.items())
+    return folder
 
 
 @pytest.fixture(scope="session")

@@ -5,9 +5,11 @@ to load, answers without titles), none of which may show a traceback."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
@@ -22,9 +24,11 @@ from dualrec.config import paths
 from dualrec.data.dataset import load_dataset
 from dualrec.evaluation.results import result_entry, results_document, write_results
 from dualrec.llm import GenerationSettings, LLMBackend, Message
+from tests.conftest import NAMESAKES
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300  # the embedded model on a busy 2-core machine
+LOADING = "Loading the LSTM in the background"
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +68,19 @@ def charts(at: AppTest) -> int:
     return len(at.get("plotly_chart"))
 
 
+def loaded(at: AppTest | None = None, seconds: float = 120) -> AppTest:
+    """The page run again until the LSTM's background load has ended (the first runs show the history meanwhile)."""
+    at = run(at)
+    deadline = time.monotonic() + seconds
+    while LOADING in texts(at.info):
+        assert time.monotonic() < deadline, "the LSTM did not load"
+        time.sleep(0.2)
+        at = run(at)
+    return at
+
+
 def generate(at: AppTest, tokens: int = 24) -> AppTest:
+    at = loaded(at)
     at.number_input(key="max_new_tokens").set_value(tokens)
     at.button(key="generate").click()
     return run(at)
@@ -84,7 +100,7 @@ class ScriptedBackend(LLMBackend):
 
 @pytest.mark.llm
 def test_a_test_user_with_the_lstm_pick_and_both_columns_streaming_the_embedded_model(app_env):
-    at = run()
+    at = loaded()
     assert [h.value for h in at.header] == ["1 · History", "2 · LSTM", "3 · Prompt", "4 · Two models", "5 · Genre overlap"]
     profile = next(m.value for m in at.markdown if m.value.startswith("👤"))
     assert "test user" in profile and ("**female**" in profile or "**male**" in profile)
@@ -142,18 +158,162 @@ def test_building_a_history_by_search_add_reorder_and_remove(app_env):
     at.button(key="up-9").click()
     at = run(at)
     at.button(key="remove-7").click()
-    at = run(at)
+    at = loaded(at)
     assert at.session_state[app_state.BUILT_HISTORY] == [9, 8]
     assert "LSTM top-1" in texts(at.success)
     prompt = at.code[0].value
     assert prompt.index("Toy Story 2 (1999)") < prompt.index("- Toy Story (1995)")
 
 
-def test_an_unknown_user_is_a_message_not_a_traceback(app_env):
+def test_the_history_shows_while_the_lstm_loads_in_the_background(app_env, tiny_lstm_dir, tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALREC_HOME", str(tmp_path))  # a models folder of its own, so its LSTM is not loaded yet
+    shutil.copytree(tiny_lstm_dir, tmp_path / "models" / "lstm")
     at = run()
-    at.number_input(key="user_id").set_value(99_999)
+    assert LOADING in texts(at.info) and len(at.dataframe[0].value) > 0  # the user's history, before the LSTM
+    assert at.button(key="generate").disabled and "has no recommendation" in at.code[0].value
+    at = loaded(at)
+    assert "LSTM top-1" in texts(at.success) and not at.button(key="generate").disabled
+    assert "the system (LSTM) recommends:" in at.code[0].value
+
+
+# ---- a history from a file -----------------------------------------------------------------------------------------
+
+
+def upload_history(at: AppTest, name: str, data: bytes) -> AppTest:
+    at.segmented_control(key="source").set_value("Build a history")
     at = run(at)
-    assert "User 99999 is not in users.dat" in texts(at.error)
+    at.file_uploader(key="history_file").set_value((name, data, "text/csv"))
+    return run(at)
+
+
+def test_a_letterboxd_diary_becomes_the_built_history_in_watched_order(app_env):
+    diary = (
+        "Date,Name,Year,Letterboxd URI,Rating,Rewatch,Tags,Watched Date\n"
+        "2024-03-02,Toy Story 2,1999,https://boxd.it/a,4,,,2024-03-01\n"
+        "2024-01-10,The Matrix,1999,https://boxd.it/b,5,,,2024-01-09\n"
+        "2024-02-01,Parasite,2019,https://boxd.it/c,5,,,2024-01-31\n"
+        "2024-02-15,Toy Story,1995,https://boxd.it/d,4,,,2024-02-14\n"
+    )
+    at = upload_history(run(), "diary.csv", diary.encode())
+    assert "diary.csv (Letterboxd diary): 4 rows, 3 matched, 0 ambiguous, 1 not in MovieLens." in texts(at.success)
+    assert at.session_state[app_state.BUILT_HISTORY] == [7, 8, 9]  # The Matrix, Toy Story, Toy Story 2
+    matched, missing = (frame.value for frame in at.dataframe[:2])
+    assert matched["movie"].tolist() == ["The Matrix (1999)", "Toy Story (1995)", "Toy Story 2 (1999)"]
+    assert matched["in history"].all() and missing["written"].tolist() == ["Parasite (2019)"]
+    at = loaded(at)
+    assert "LSTM top-1" in texts(at.success) and at.code[0].value.index("Matrix") < at.code[0].value.index("Toy Story 2")
+
+
+def test_an_ambiguous_title_is_chosen_from_its_movies(app_env, namesakes_dir):
+    at = run()
+    at.text_input(key=app_state.DATA_DIR).set_value(str(namesakes_dir))
+    at = upload_history(run(at), "films.txt", b"Toy Story\nHamlet\nThe Matrix\n")
+    assert "films.txt (list of titles): 3 rows, 2 matched, 1 ambiguous, 0 not in MovieLens." in texts(at.success)
+    choose = at.selectbox(key="choose-2")
+    assert choose.label == "Line 2: Hamlet names 2 movies: which one?" and choose.options == ["Hamlet (1990)", "Hamlet (1996)"]
+    choose.set_value(NAMESAKES["Hamlet (1996)"])
+    at = run(at)
+    assert "3 matched, 0 ambiguous" in texts(at.success)
+    assert "1 matched movies are outside the 1,000-movie catalogue" in texts(at.caption)  # an unrated Hamlet
+    assert at.session_state[app_state.BUILT_HISTORY] == [8, 7]
+
+
+BAD_UPLOADS = [
+    ("empty.csv", b"", "Cannot import empty.csv: the file is empty."),
+    ("scores.csv", b"user,movie,stars\n1,2,3\n", "Cannot import scores.csv: its columns (user, movie, stars) are not those of"),
+    ("poster.csv", b"\x89PNG\r\n\x1a\n\x00\x00" + bytes(range(200)), "Cannot import poster.csv: it is not a text file."),
+    ("big.txt", b"Toy Story\n" * 500_001, "Cannot import big.txt: 5.0 MB is more than a history file holds"),
+]
+
+
+@pytest.mark.parametrize(("name", "data", "message"), BAD_UPLOADS, ids=[name for name, _, _ in BAD_UPLOADS])
+def test_a_bad_history_file_is_one_message(app_env, name, data, message):
+    at = upload_history(run(), name, data)
+    assert message in texts(at.error) and "The history is empty" in texts(at.info)
+
+
+def test_a_file_without_a_movielens_title_leaves_the_history_empty_and_lists_its_rows(app_env):
+    at = upload_history(run(), "films.txt", b"Galaxy Llamas Forever\nParasite (2019)\n")
+    assert "2 rows, 0 matched, 0 ambiguous, 2 not in MovieLens." in texts(at.success)
+    assert at.dataframe[1].value["written"].tolist() == ["Galaxy Llamas Forever", "Parasite (2019)"]
+    assert "The history is empty" in texts(at.info)
+
+
+# ---- bad inputs: a message, never a traceback ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("user", "message"),
+    [
+        (99_999, "User 99999 is not in users.dat (valid ids run from 1 to 300)."),
+        (0, "User 0 is not in users.dat (valid ids run from 1 to 300)."),
+        (-5, "User -5 is not in users.dat (valid ids run from 1 to 300)."),
+    ],
+    ids=["unknown", "zero", "negative"],
+)
+def test_a_user_id_that_is_not_in_movielens_is_a_message(app_env, user, message):
+    at = run()
+    at.number_input(key="user_id").set_value(user)
+    at = run(at)
+    assert message in texts(at.error) and not at.header[1:]  # nothing to recommend from
+
+
+def test_a_search_that_finds_no_catalogue_movie_says_so(app_env):
+    at = run()
+    at.segmented_control(key="source").set_value("Build a history")
+    at = run(at)
+    at.text_input(key="search").set_value("Galaxy Llamas Forever")
+    at = run(at)
+    assert "No movie of the 1,000-movie catalogue (the movies the LSTM knows) is close to 'Galaxy Llamas Forever'." in texts(
+        at.warning
+    )
+    assert not [b for b in at.button if b.label.startswith("➕")] and "The history is empty" in texts(at.info)
+
+
+@pytest.mark.parametrize(
+    ("label", "value", "kept"),
+    [("Movies to ask for", 0, None), ("Movies to ask for", 21, None), ("Max new tokens", 0, 160), ("Seed", -1, 0)],
+    ids=["k 0", "k 21", "max new tokens 0", "seed -1"],
+)
+def test_out_of_range_numbers_are_refused_by_their_widgets(app_env, label, value, kept):
+    """Streamlit keeps a number box's value within its bounds (the browser refuses it as it is typed)."""
+    at = run()
+    box = next(n for n in at.number_input if n.label == label)
+    before = box.value
+    box.set_value(value)
+    at = run(at)
+    assert next(n for n in at.number_input if n.label == label).value == (before if kept is None else kept)
+    assert not at.error and at.code[0].value.startswith("Below is a user's movie watching history:")
+
+
+def test_a_corrupt_data_folder_is_a_message_on_every_page(app_env, tmp_path):
+    for name in ("movies.dat", "users.dat"):
+        shutil.copy(app_env.data_dir / name, tmp_path / name)
+    (tmp_path / "ratings.dat").write_text("1::2::3::978300760\nnot a rating line\n")
+    at = run()
+    at.text_input(key=app_state.DATA_DIR).set_value(str(tmp_path))
+    for page in ("app_pages/recommend.py", "app_pages/data.py"):  # the Evaluation page reads results files only
+        at.switch_page(page)
+        at = run(at)
+        assert f"{tmp_path / 'ratings.dat'}, line 2: expected" in texts(at.error), page
+
+
+def test_a_data_folder_that_is_a_file_is_a_message(app_env):
+    at = run()
+    at.text_input(key=app_state.DATA_DIR).set_value(str(app_env.data_dir / "ratings.dat"))
+    at = run(at)
+    assert f"not found in {app_env.data_dir / 'ratings.dat'}" in texts(at.error)
+
+
+def test_a_corrupt_lstm_file_is_a_note_with_the_training_offer(app_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("DUALREC_HOME", str(tmp_path))
+    (tmp_path / "models" / "lstm").mkdir(parents=True)
+    for name in os.listdir(app_env.home / "models" / "lstm"):
+        (tmp_path / "models" / "lstm" / name).write_bytes(b"not a model")
+    at = loaded()
+    assert "could not be loaded" in texts(at.warning) and "Train it again" in texts(at.warning)
+    assert any(b.label.startswith("Train the quick LSTM now") for b in at.button)
+    assert "has no recommendation" in at.code[0].value
 
 
 def test_without_an_lstm_the_page_says_so_offers_training_and_still_prompts(empty_home):
@@ -278,8 +438,6 @@ def test_method_page_works_without_data(app_env):
 
 @pytest.mark.slow
 def test_the_quick_lstm_trains_from_the_page_with_visible_progress(empty_home):
-    import time
-
     at = run()
     next(b for b in at.button if b.label.startswith("Train the quick LSTM now")).click()
     at = run(at)

@@ -3,29 +3,17 @@ plain lists written here, matched with the real matcher on the generated MovieLe
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from dualrec.cli import main
 from dualrec.data.dataset import load_dataset
 from dualrec.errors import DualrecError
 from dualrec.grounding.history_import import MAX_BYTES, MAX_ROWS, import_history, read_history_file
+from tests.conftest import NAMESAKES
 
 # Movie ids of the fixture's special titles (tests/movielens_fixture.py).
 BUGS_LIFE, EMPEROR, MISERABLES, ALIEN3, MATRIX, TOY_STORY, TOY_STORY_2, EMPIRE = 1, 2, 3, 6, 7, 8, 9, 10
-HAMLETS = {"Hamlet (1990)": 1101, "Hamlet (1996)": 1102}  # added by the `namesakes` fixture
-
-
-@pytest.fixture(scope="module")
-def namesakes_dir(ml_dir, tmp_path_factory):
-    """The generated folder plus two unrated movies of the same title, so a title without a year is ambiguous."""
-    folder = tmp_path_factory.mktemp("ml-namesakes")
-    for name in ("ratings.dat", "users.dat", "movies.dat"):
-        shutil.copy(ml_dir / name, folder / name)
-    with open(folder / "movies.dat", "a", encoding="latin-1") as movies:
-        movies.writelines(f"{movie_id}::{title}::Drama\n" for title, movie_id in HAMLETS.items())
-    return folder
+HAMLETS = NAMESAKES  # the `namesakes_dir` fixture adds these
 
 
 @pytest.fixture(scope="module")

@@ -11,20 +11,22 @@ import tempfile
 import threading
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import streamlit as st
 
-from dualrec.app.comparison import SharedModel
+from dualrec.app.comparison import Column, SharedModel, plan_columns
 from dualrec.app.recordings import RecordingStore
+from dualrec.app.streaming import BackgroundTask
 from dualrec.app.tables import default_models, genre_counts, model_choices, popularity, ratings_per_user
 from dualrec.config import ENV_DATA_DIR, ML1M_FILES, ML1M_FOLDER, paths
 from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.data.download import download_movielens
 from dualrec.errors import DualrecError
 from dualrec.grounding.pipeline import load_trained_lstm
-from dualrec.llm import load_backend
+from dualrec.llm import GenerationSettings, load_backend
 
 if TYPE_CHECKING:
     from dualrec.ranking.lstm import LSTMRecommender
@@ -32,7 +34,9 @@ if TYPE_CHECKING:
 # Session-state keys of the sidebar's widgets and of what a session keeps between reruns.
 DATA_DIR, MODEL_A, MODEL_B, PRESENTING, SPEED = "data_dir", "model_a", "model_b", "presenting", "replay_speed"
 BUILT_HISTORY, COMPARISON, IMPORTED = "built_history", "comparison", "imported_recordings"
+HISTORY_FILE, HISTORY_IMPORT = "history_file_id", "history_import"  # the uploaded history file, and its import (or error)
 QUICK_TRAIN = ("train", "lstm", "--profile", "quick")
+FAST_LOAD_S = 0.1  # a load that ends this fast (no model to load) is waited for, so the page does not flicker
 
 
 @dataclass(frozen=True)
@@ -125,23 +129,59 @@ def dataset_tables(dataset: Dataset) -> dict:
     return _tables(dataset, dataset.fingerprint)
 
 
-@st.cache_resource(show_spinner="Loading the LSTM…", max_entries=4)
-def _lstm(_dataset: Dataset, fingerprint: str, models_dir: str) -> tuple[LSTMRecommender | None, str | None]:
+def ready_lstm(dataset: Dataset) -> tuple[LSTMRecommender | None, str | None]:
+    """The trained LSTM, loaded and its ranking step compiled (one ranking), or None and a note saying why there is none:
+    not trained, trained on another catalogue, or a file that cannot be read."""
     try:
-        return load_trained_lstm(_dataset)
+        model, note = load_trained_lstm(dataset)
+        if model is not None:
+            model.top_k([0], k=1)  # compiles the step here, not on the page's first pick
     except DualrecError as error:
         return None, str(error)
+    except Exception as error:  # noqa: BLE001  (a broken model file is a note on the page, never a traceback)
+        return None, f"The LSTM in {paths().lstm} could not be loaded ({type(error).__name__}: {error}). Train it again."
+    return model, note
 
 
-def lstm(dataset: Dataset) -> tuple[LSTMRecommender | None, str | None]:
-    """The trained LSTM (None and a note saying why there is none); cached per data and models folder."""
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _lstm(_dataset: Dataset, fingerprint: str, models_dir: str) -> BackgroundTask[tuple[LSTMRecommender | None, str | None]]:
+    return BackgroundTask(partial(ready_lstm, _dataset), "load-lstm")
+
+
+def lstm_task(dataset: Dataset) -> BackgroundTask[tuple[LSTMRecommender | None, str | None]]:
+    """The LSTM's load in the background (TensorFlow imports there), one per data and models folder for every session."""
     return _lstm(dataset, dataset.fingerprint, str(paths().models))
+
+
+def lstm(dataset: Dataset) -> tuple[LSTMRecommender | None, str | None] | None:
+    """The trained LSTM (None and a note saying why there is none), or None while it is still loading."""
+    task = lstm_task(dataset)
+    return task.result() if task.wait(FAST_LOAD_S) else None
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
 def shared_model(spec: str, replica: int) -> SharedModel:
     """A loaded model, shared by every session (see dualrec.app.comparison for the lock)."""
     return SharedModel(load_backend(spec))
+
+
+def _load_columns(specs: tuple[str, str], after: BackgroundTask) -> list[Column]:
+    after.wait()  # the LSTM first: the two loads would share the cores
+    return plan_columns(specs, "", GenerationSettings(), lambda spec, replica: shared_model(spec, replica), recordings(), False)
+
+
+@st.cache_resource(show_spinner=False, max_entries=4)
+def _preload(specs: tuple[str, str], _after: BackgroundTask) -> BackgroundTask[list[Column]]:
+    return BackgroundTask(partial(_load_columns, specs, _after), "load-models")
+
+
+def preload_models(dataset: Dataset) -> BackgroundTask[list[Column]] | None:
+    """The sidebar's two models loading in the background once the LSTM has loaded (None in presentation mode, which
+    replays recordings): Generate then finds them loaded. A model that fails is its column's error."""
+    chosen = settings()
+    if chosen.presenting:
+        return None
+    return _preload(tuple(chosen.models), lstm_task(dataset))
 
 
 # ---- the LSTM's first training -------------------------------------------------------------------------------------

@@ -1,7 +1,9 @@
-"""Running several answer streams at once, off the caller's thread, so a UI can show them side by side.
+"""Work off the caller's thread, so a UI stays live: several answer streams at once, side by side, and slow loads
+(a model) in the background.
 
 Each stream runs in its own worker thread and appends to a `LiveAnswer` that the UI reads whenever it redraws; one
 shared `threading.Event` stops them all. Errors are kept on the answer as a message, never raised into the UI thread.
+A `BackgroundTask` runs one function in a thread; the UI asks whether it is done and how long it has taken.
 """
 
 from __future__ import annotations
@@ -10,8 +12,11 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 from dualrec.errors import DualrecError
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -86,3 +91,43 @@ class ParallelStreams:
         for thread in self.threads:
             thread.join(None if deadline is None else max(0.0, deadline - time.perf_counter()))
         return self.done
+
+
+class BackgroundTask(Generic[T]):
+    """One function run in a daemon thread: `done`, `elapsed`, and `result()`, which waits and re-raises its error."""
+
+    def __init__(self, work: Callable[[], T], name: str) -> None:
+        self.started = time.perf_counter()
+        self.finished_s: float | None = None
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._finished = threading.Event()
+        threading.Thread(target=self._run, args=(work,), daemon=True, name=name).start()
+
+    def _run(self, work: Callable[[], T]) -> None:
+        try:
+            self._value = work()
+        except BaseException as error:  # noqa: BLE001  (kept for the caller of result(), never lost in the thread)
+            self._error = error
+        finally:
+            self.finished_s = time.perf_counter() - self.started
+            self._finished.set()
+
+    @property
+    def done(self) -> bool:
+        return self._finished.is_set()
+
+    @property
+    def elapsed(self) -> float:
+        return self.finished_s if self.finished_s is not None else time.perf_counter() - self.started
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until the work has finished (or the timeout passed); True when it has."""
+        return self._finished.wait(timeout)
+
+    def result(self) -> T:
+        """The work's value, once it has finished (waiting for it); its exception re-raised when it failed."""
+        self._finished.wait()
+        if self._error is not None:
+            raise self._error
+        return self._value
