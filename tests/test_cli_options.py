@@ -230,6 +230,8 @@ CASES = [
     not_int("evaluate", "--hybrid-limit", "half"),
     bad_seed("evaluate", "--hybrid-limit-seed"),
     not_int("evaluate", "--hybrid-limit-seed", "x"),
+    case("evaluate", RANGE, ["--llm", "gpt-17", "--systems", "nir"], "Invalid NIR options: --llm: unknown model preset 'gpt-17'"),
+    case("evaluate", TYPE, ["--llm", "deepseek-v3", "--systems", "nir"], "not found in"),  # NIR takes an API model: data next
     # results (commands/evaluate.py)
     case("results", RANGE, ["{fixture}/no-results.json"], "Cannot read results file {fixture}/no-results.json", option="files"),
     case("results", TYPE, ["{fixture}/ratings.dat"], "Cannot read results file {fixture}/ratings.dat", option="files"),

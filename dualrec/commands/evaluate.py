@@ -26,11 +26,13 @@ from dualrec.evaluation.harness import check_names, checked_run, evaluate
 from dualrec.evaluation.results import read_results, results_tables, write_results
 from dualrec.llm import DEFAULT_PRESET
 from dualrec.ranking.hybrid import HybridOptions, HybridRecommender
-from dualrec.ranking.registry import HYBRID, system_names
+from dualrec.ranking.nir import NIROptions, NIRRecommender
+from dualrec.ranking.registry import HYBRID, NIR, system_names
 
 # the fields of LLMAnswers that are options of --protocol freeform
 FREEFORM_OPTIONS = ("limit", "limit_seed", "template", "k", "max_new_tokens", "sample_seed", "concurrency", "grounded")
 HYBRID_OPTIONS = ("llm", "candidates", "scorer", "weights")  # the fields of HybridOptions that are options of the hybrid
+NIR_OPTIONS = ("llm", "filtering")  # the fields of NIROptions read from the command line (--llm is the hybrid's)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -61,6 +63,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
     add_hybrid_options(parser)
+    add_nir_options(parser)
     parser.set_defaults(handler=run)
     table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
     table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
@@ -96,6 +99,27 @@ def add_hybrid_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--hybrid-limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
 
 
+def add_nir_options(parser: argparse.ArgumentParser) -> None:
+    """The options of NIR (--systems nir: zero-shot prompting of --llm over a candidate set, in three steps)."""
+    group = parser.add_argument_group(
+        "NIR (--systems nir: --llm prompted in three steps to rank a candidate set; any LLM, an API one too)"
+    )
+    add_field_options(group, NIROptions, ("filtering",))
+
+
+def nir_options(args: argparse.Namespace) -> NIROptions:
+    """NIR's options from the command line (its --llm is the hybrid's option); bad ones raise ConfigError."""
+    return options_from_args(NIROptions(), argparse.Namespace(**{name: getattr(args, name) for name in NIR_OPTIONS}))
+
+
+def hybrid_options(args: argparse.Namespace, systems: list[str]) -> HybridOptions:
+    """The hybrid's options, checked even when the hybrid is not chosen; its --llm only when it is, or when NIR (which
+    takes any LLM, an API one too) does not read it."""
+    if NIR in systems and HYBRID not in systems:
+        args = argparse.Namespace(**vars(args) | {"llm": None})
+    return options_from_args(HybridOptions(), args)
+
+
 def numbers(text: str) -> tuple[float, ...]:
     """An argparse type: numbers separated by commas."""
     try:
@@ -120,6 +144,19 @@ def ready_hybrid(systems: list[str], protocols: list[str], options: HybridOption
     hybrid = HybridRecommender(options, args.lstm_dir, progress=lambda message: print(message, file=sys.stderr))
     hybrid.fit(dataset)
     return [hybrid if name == HYBRID else name for name in systems]
+
+
+def ready_nir(systems: list, protocols: list[str], options: NIROptions, dataset: Dataset, out: Path) -> list:
+    """The systems, 'nir' replaced by NIR of the command's options made ready (the training users read, the LLM loaded)
+    when a protocol that ranks it is chosen; its prompts and answers are kept beside the results file."""
+    if NIR not in systems or not set(protocols) & set(dataset.config.scored_protocols):
+        return systems
+    answers = out.with_name(f"{out.stem}-nir-answers.jsonl")
+    nir = NIRRecommender(
+        dataclasses.replace(options, answers=str(answers)), progress=lambda message: print(message, file=sys.stderr)
+    )
+    nir.fit(dataset)
+    return [nir if name == NIR else name for name in systems]
 
 
 def name_the_sample(document: dict, dataset: Dataset, args: argparse.Namespace) -> None:
@@ -175,14 +212,15 @@ def run(args: argparse.Namespace) -> None:
     out = Path(args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_results_file(out)
     answering = freeform_systems(args, protocols, out)
-    hybrid = options_from_args(HybridOptions(), args)  # bad hybrid options stop here, even when the hybrid is not chosen
+    hybrid = hybrid_options(args, systems)  # bad hybrid options stop here, even when the hybrid is not chosen
+    nir = nir_options(args)
     check_option("--hybrid-limit", args.hybrid_limit, AT_LEAST_1)
     check_option("--hybrid-limit-seed", args.hybrid_limit_seed, SEED)
     protocols = checked_run([*systems, *answering], protocols, config)
     dataset = case_sample(
         load_dataset(args.data_dir, config, use_cache=not args.no_cache), args.hybrid_limit, args.hybrid_limit_seed
     )
-    systems = ready_hybrid(systems, protocols, hybrid, dataset, args)
+    systems = ready_nir(ready_hybrid(systems, protocols, hybrid, dataset, args), protocols, nir, dataset, out)
     document = evaluate(
         [*systems, *shared_models(answering)],
         dataset,

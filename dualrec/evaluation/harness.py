@@ -6,6 +6,8 @@ path, `evaluate`:
 - `full`: the target among all catalogue movies, movies the user rated before it excluded;
 - `sampled-N`: the target among itself and N - 1 movies the user never rated (the data's negatives), for each seed;
 - `freeform`: a list system's ranked list per case (an LLM's matched answer), turned into ranks by `ranks_of_lists`.
+A candidate ranker (NIR) answers with ranked lists too, under `full` of its own candidates and under `sampled-N` of
+the protocol's.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from dualrec.errors import DualrecError
 from dualrec.evaluation.metrics import hit_rate
 from dualrec.evaluation.results import result_entry, results_document
 from dualrec.evaluation.significance import paired_comparison
-from dualrec.ranking.base import ListRecommender, Progress, Recommender, Reranker
+from dualrec.ranking.base import CandidateRanker, ListRecommender, Progress, Recommender, Reranker
 from dualrec.ranking.registry import load_system, system_names
 
 LIST_LENGTH = 10  # the top-k lists behind coverage and genre similarity
@@ -127,8 +129,32 @@ def baseline_comparison(
     return extra
 
 
+def candidate_entry(
+    system: CandidateRanker, protocol: str, dataset: Dataset, cases: Windows, progress: Progress, seed: int, **common
+) -> dict:
+    """A candidate ranker's row under a scored protocol: its lists of its own candidates under `full`; under a sampled
+    protocol, its lists of the target and the negatives of each of its negative draws (given in item order)."""
+    full, sampled = dataset.config.scored_protocols
+    if protocol == full:
+        draws, extra = [None], {"candidates": "the system's own"}
+    elif protocol == sampled:
+        seeds = dataset.config.negative_seeds[: system.negative_seeds]
+        draws = [np.sort(np.c_[cases.targets, dataset.negatives(cases, s)], axis=1) for s in seeds]
+        extra = {"candidates": f"target + {dataset.config.negatives} never-rated", "negative_seeds": list(seeds)}
+    else:
+        raise DualrecError(f"Unknown protocol {protocol!r}; choose from {', '.join(dataset.config.scored_protocols)}.")
+    progress(f"{system.name}: {protocol}, {len(cases)} cases")
+    runs = [system.rank_candidates(dataset, cases, drawn, progress) for drawn in draws]
+    ranks = np.stack([ranks_of_lists(run.lists, cases.targets) for run in runs])
+    extra |= runs[0].figures if len(runs) == 1 else {"per_draw": [run.figures for run in runs]}
+    seconds = {name: round(sum(run.seconds.get(name, 0.0) for run in runs), 3) for name in runs[0].seconds}
+    lists = padded_lists(runs[0].lists) if protocol == full else None
+    common["options"] = system.options | runs[0].options
+    return result_entry(system.name, protocol, ranks, lists=lists, extra=extra, seconds=seconds, seed=seed, **common)
+
+
 def evaluate_system(
-    system: Recommender | ListRecommender,
+    system: Recommender | ListRecommender | CandidateRanker,
     dataset: Dataset,
     split: str = "test",
     protocols: Sequence[str] | None = None,
@@ -138,9 +164,12 @@ def evaluate_system(
     progress: Progress = lambda message: None,
 ) -> list[dict]:
     """Run a ready system once on the split's cases and summarise it under each protocol: a list system's lists under
-    freeform, a scoring system's scores under full and sampled (default: both)."""
+    freeform, a scoring system's scores and a candidate ranker's lists under full and sampled (default: both)."""
     cases = dataset.cases[split]
     common = {"options": getattr(system, "options", {}), "genres": genre_matrix(dataset.catalogue_movies), "samples": samples}
+    if isinstance(system, CandidateRanker):
+        chosen = protocols or dataset.config.scored_protocols
+        return [candidate_entry(system, protocol, dataset, cases, progress, seed, **common) for protocol in chosen]
     if isinstance(system, ListRecommender):
         got = system.rank_cases(dataset, cases, progress)
         ranks, lists = ranks_of_lists(got.lists, got.cases.targets), padded_lists(got.lists)
@@ -182,7 +211,7 @@ def checked_run(systems: Sequence, protocols: Sequence[str] | None, config: Data
 
 
 def evaluate(
-    systems: Sequence[str | Recommender | ListRecommender],
+    systems: Sequence[str | Recommender | ListRecommender | CandidateRanker],
     dataset: Dataset,
     protocols: Sequence[str] | None = None,
     split: str = "test",

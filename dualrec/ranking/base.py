@@ -1,5 +1,6 @@
-"""The two interfaces of the systems the harness ranks on the same cases: one scores every catalogue item
-(`Recommender`), the other answers each case with a ranked list (`ListRecommender`)."""
+"""The interfaces of the systems the harness ranks on the same cases: one scores every catalogue item
+(`Recommender`), one answers each case with a ranked list (`ListRecommender`), and one ranks a candidate set per case,
+its own or a sampled protocol's (`CandidateRanker`)."""
 
 from __future__ import annotations
 
@@ -68,3 +69,20 @@ class ListRecommender(Protocol):
 
     def rank_cases(self, dataset: Dataset, cases: Windows, progress: Progress) -> RankedLists:
         """One ranked list per case of `cases` (or of a subsample of them), and the system's own figures."""
+
+
+@runtime_checkable
+class CandidateRanker(Protocol):
+    """A list system that ranks a set of candidates per case (NIR): under `full` it finds its own candidates, under a
+    sampled protocol it is given the protocol's (the target and its negatives, in item order, so that their order says
+    nothing). The harness ranks its lists under both scored protocols, a sampled one on the first `negative_seeds` of
+    the data's negative draws (None: all of them; each draw is a whole run of the system)."""
+
+    name: str
+    options: dict
+    negative_seeds: int | None
+
+    def rank_candidates(
+        self, dataset: Dataset, cases: Windows, candidates: np.ndarray | None = None, progress: Progress | None = None
+    ) -> RankedLists:
+        """One ranked list per case of `cases` (all of them): of its own candidates (None) or of the given (n, m) items."""

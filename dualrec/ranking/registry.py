@@ -1,8 +1,8 @@
 """The systems `dualrec evaluate --systems` can name, and how each is made ready to score.
 
-SYSTEMS maps a name to "module:factory"; `factory(name)` returns an unfitted Recommender, which `load_system` fits on
-the training users. Modules are imported only when their system is asked for, so optional extras (RecBole) load only
-when used. The LSTM is not here: it is trained by `dualrec train lstm` and loaded from its folder.
+SYSTEMS maps a name to "module:factory"; `factory(name)` returns an unfitted Recommender (or CandidateRanker), which
+`load_system` fits on the training users. Modules are imported only when their system is asked for, so optional extras
+(RecBole) load only when used. The LSTM is not here: it is trained by `dualrec train lstm` and loaded from its folder.
 """
 
 from __future__ import annotations
@@ -13,10 +13,11 @@ from pathlib import Path
 
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
-from dualrec.ranking.base import Recommender
+from dualrec.ranking.base import CandidateRanker, Recommender
 
 LSTM = "lstm"
 HYBRID = "hybrid"
+NIR = "nir"
 SYSTEMS: dict[str, str] = {
     "mostpop": "dualrec.ranking.baselines.mostpop:MostPop",
     **dict.fromkeys(
@@ -24,6 +25,7 @@ SYSTEMS: dict[str, str] = {
     ),
     **dict.fromkeys(("gcegnn", "hide", "mcprn", "attenmixer"), "dualrec.ranking.baselines.session_models:session_recommender"),
     HYBRID: "dualrec.ranking.hybrid:registered",  # the LSTM's top N re-ranked by an LLM, on the LSTM of lstm_dir
+    NIR: "dualrec.ranking.nir:registered",  # zero-shot prompting of an LLM over a candidate set (a CandidateRanker)
 }
 
 
@@ -31,7 +33,7 @@ def system_names() -> list[str]:
     return [LSTM, *SYSTEMS]
 
 
-def new_system(name: str) -> Recommender:
+def new_system(name: str) -> Recommender | CandidateRanker:
     """An unfitted registered system."""
     if name not in SYSTEMS:
         raise DualrecError(f"Unknown system {name!r}; choose from {', '.join(system_names())}.")
@@ -41,7 +43,7 @@ def new_system(name: str) -> Recommender:
 
 def load_system(
     name: str, dataset: Dataset, lstm_dir: str | Path | None = None, budget_minutes: float | None = None
-) -> Recommender:
+) -> Recommender | CandidateRanker:
     """A system ready to score `dataset`'s cases: the trained LSTM (refused if trained on other data or another
     split), or a registered system fitted on the training users (a trained one within `budget_minutes`, if given)."""
     if name == LSTM:
