@@ -255,6 +255,39 @@ class DataConfig:
         return asdict(self)
 
 
+POSTER_PROTOCOL = "poster"  # the poster's own protocol: PO4ISR's ML-1M sessions and 20 candidates (dualrec.data.poster)
+POSTER_TRAIN_SAMPLES = ("150", "50", "all")  # its training sets: PO4ISR's samples of 150 (the poster's) and 50, or all
+POSTER_CANDIDATE_SEEDS = (0, 10, 42, 625, 2023)  # PO4ISR's candidate draws of the test sessions
+
+
+@dataclass(frozen=True)
+class PosterConfig:
+    """The choices of the poster protocol (docs/design.md §2): what the systems learn from, which draws rank the test."""
+
+    train_sample: str = option(
+        "150",
+        "training sessions: PO4ISR's sample of 150 (the poster's setting), of 50, or the whole training split",
+        choices=POSTER_TRAIN_SAMPLES,
+    )
+    candidate_seeds: tuple[int, ...] = option(
+        POSTER_CANDIDATE_SEEDS, "PO4ISR's candidate draws that rank the test sessions", SEED
+    )
+
+    def __post_init__(self) -> None:
+        seeds = self.candidate_seeds
+        unknown = isinstance(seeds, tuple) and [seed for seed in seeds if fits(seed, int) and seed not in POSTER_CANDIDATE_SEEDS]
+        repeated = isinstance(seeds, tuple) and len(set(seeds)) < len(seeds)
+        problem = (
+            f"--candidate-seeds must be PO4ISR's, one or more of {', '.join(map(str, POSTER_CANDIDATE_SEEDS))}, not {seeds!r}"
+            if unknown or repeated
+            else None
+        )
+        check_options(self, "poster protocol", problem)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
 LSTM_VARIANTS = ("poster", "public")
 LSTM_MONITORS = ("val_loss", "val_hr@5")
 

@@ -232,6 +232,22 @@ CASES = [
     not_int("evaluate", "--hybrid-limit-seed", "x"),
     case("evaluate", RANGE, ["--llm", "gpt-17", "--systems", "nir"], "Invalid NIR options: --llm: unknown model preset 'gpt-17'"),
     case("evaluate", TYPE, ["--llm", "deepseek-v3", "--systems", "nir"], "not found in"),  # NIR takes an API model: data next
+    case(
+        "evaluate",
+        RANGE,
+        ["--candidate-seeds", "0,7", "--protocol", "poster"],
+        "Invalid poster protocol options: --candidate-seeds must be PO4ISR's, one or more of 0, 10, 42, 625, 2023, not (0, 7).",
+    ),
+    case(
+        "evaluate", TYPE, ["--candidate-seeds", "0,x"], "argument --candidate-seeds: '0,x' is not a comma-separated list of whole"
+    ),
+    case(
+        "evaluate",
+        RANGE,
+        ["--protocol", "poster,full"],
+        "--protocol poster is its own data (PO4ISR's sessions)",
+        option="--protocol",
+    ),
     # results (commands/evaluate.py)
     case("results", RANGE, ["{fixture}/no-results.json"], "Cannot read results file {fixture}/no-results.json", option="files"),
     case("results", TYPE, ["{fixture}/ratings.dat"], "Cannot read results file {fixture}/ratings.dat", option="files"),

@@ -6,7 +6,7 @@ import argparse
 import time
 
 from dualrec.commands.common import add_data_options, data_config, print_json
-from dualrec.config import DataConfig
+from dualrec.config import POSTER_PROTOCOL, DataConfig
 from dualrec.data.dataset import Dataset, describe_user, load_dataset
 
 
@@ -15,6 +15,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     commands = data.add_subparsers(dest="data_command", required=True, metavar="{stats,show}")
     stats = commands.add_parser("stats", help="counts of ratings, users, catalogue, windows and test cases")
     add_data_options(stats)
+    stats.add_argument(
+        "--protocol",
+        choices=(POSTER_PROTOCOL,),
+        help=f"{POSTER_PROTOCOL}: the poster protocol's sessions, split, samples and the first test sessions' candidates "
+        "(PO4ISR's ML-1M setting) instead of the project's windows and users",
+    )
     stats.add_argument("--json", action="store_true", help="print JSON")
     stats.set_defaults(handler=run_stats)
     show = commands.add_parser("show", help="a user's profile and chronological history")
@@ -31,12 +37,21 @@ def load(args: argparse.Namespace, config: DataConfig | None = None) -> Dataset:
 
 def run_stats(args: argparse.Namespace) -> None:
     started = time.perf_counter()
-    stats = load(args).stats()
-    stats["seconds"] = round(time.perf_counter() - started, 3)
+    if args.protocol == POSTER_PROTOCOL:
+        from dualrec.data.poster import load_poster
+
+        stats = load_poster(args.data_dir, use_cache=not args.no_cache).stats()
+    else:
+        stats = load(args).stats()
+        stats["seconds"] = round(time.perf_counter() - started, 3)
     if args.json:
         print_json(stats)
         return
     for key, value in stats.items():
+        if key == "test_preview":  # the poster protocol's first test sessions
+            value = "".join(
+                f"\n{'':>20}{row['history']} -> {row['target']}; candidates (seed 0): {row['candidates']}" for row in value
+            )
         print(f"{key:>18}: {value}")
 
 

@@ -18,12 +18,13 @@ from dualrec.commands.common import (
     options_from_args,
     positive_minutes,
 )
-from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, SEED, paths
+from dualrec.commands.poster import add_poster_options, poster_options, run_poster
+from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, POSTER_PROTOCOL, SEED, paths
 from dualrec.data.dataset import Dataset, load_dataset
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.evaluation.freeform import LLMAnswers, each_model, sample_cases, shared_models
 from dualrec.evaluation.harness import check_names, checked_run, evaluate
-from dualrec.evaluation.results import read_results, results_tables, write_results
+from dualrec.evaluation.results import poster_comparison_table, read_results, results_tables, write_results
 from dualrec.llm import DEFAULT_PRESET
 from dualrec.ranking.hybrid import HybridOptions, HybridRecommender
 from dualrec.ranking.nir import NIROptions, NIRRecommender
@@ -48,7 +49,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--protocol",
         default=",".join(EVAL_PROTOCOLS),
         help=f"comma-separated: {full} (all movies, watched excluded), {sampled} (the target among itself and never-rated "
-        f"movies, per negative seed), {FREEFORM} (the answers of --model) (default %(default)s)",
+        f"movies, per negative seed), {FREEFORM} (the answers of --model), or alone {POSTER_PROTOCOL} (the poster's own: "
+        f"PO4ISR's ML-1M sessions, each target among 20 candidates) (default %(default)s)",
     )
     parser.add_argument("--split", choices=("test", "val"), default="test", help="whose cases (default %(default)s)")
     parser.add_argument("--out", help="results JSON (default: <DUALREC_HOME>/results/evaluate-<time>.json)")
@@ -63,11 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--seed", type=int, default=BOOTSTRAP_SEED, help="bootstrap seed (default %(default)s)")
     add_freeform_options(parser)
     add_hybrid_options(parser)
+    add_poster_options(parser)
     add_nir_options(parser)
     parser.set_defaults(handler=run)
     table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
     table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
-    table.add_argument("--protocol", help=f"only rows of this protocol ({', '.join((*EVAL_PROTOCOLS, FREEFORM))})")
+    table.add_argument(
+        "--protocol", help=f"only rows of this protocol ({', '.join((*EVAL_PROTOCOLS, FREEFORM, POSTER_PROTOCOL))})"
+    )
     table.add_argument("--no-intervals", action="store_true", help="values only, without the bootstrap intervals")
     table.set_defaults(handler=show_results)
 
@@ -194,7 +199,7 @@ def freeform_systems(args: argparse.Namespace, protocols: list[str], out: Path) 
 
 def show_results(args: argparse.Namespace) -> None:
     if args.protocol is not None and not re.fullmatch(r"sampled-\d+", args.protocol):  # sampled-N of any data
-        check_names([args.protocol], (*EVAL_PROTOCOLS, FREEFORM), "protocol")
+        check_names([args.protocol], (*EVAL_PROTOCOLS, FREEFORM, POSTER_PROTOCOL), "protocol")
     files = args.files or sorted(str(path) for path in Path("results").glob("*.json"))
     if not files:
         raise DualrecError(
@@ -202,6 +207,8 @@ def show_results(args: argparse.Namespace) -> None:
         )
     entries = [entry for file in files for entry in read_results(file)["results"] if args.protocol in (None, entry["protocol"])]
     print(results_tables(entries, intervals=not args.no_intervals))
+    if args.protocol == POSTER_PROTOCOL and (comparison := poster_comparison_table(entries)):
+        print(f"\n{comparison}")
 
 
 def run(args: argparse.Namespace) -> None:
@@ -211,6 +218,8 @@ def run(args: argparse.Namespace) -> None:
     check_option("--seed", args.seed, SEED)
     out = Path(args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_results_file(out)
+    if poster := poster_options(args, protocols):  # the poster protocol: its own sessions and systems' training
+        return run_poster(args, systems, poster, out)
     answering = freeform_systems(args, protocols, out)
     hybrid = hybrid_options(args, systems)  # bad hybrid options stop here, even when the hybrid is not chosen
     nir = nir_options(args)

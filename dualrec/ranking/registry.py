@@ -20,6 +20,7 @@ HYBRID = "hybrid"
 NIR = "nir"
 SYSTEMS: dict[str, str] = {
     "mostpop": "dualrec.ranking.baselines.mostpop:MostPop",
+    "sknn": "dualrec.ranking.baselines.sknn:SKNN",  # PO4ISR's session-kNN (the source of the poster's "SLIM" row)
     **dict.fromkeys(
         ("slim", "fpmc", "narm", "stamp", "gru4rec", "sasrec"), "dualrec.ranking.baselines.recbole_models:recbole_recommender"
     ),

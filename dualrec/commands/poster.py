@@ -1,0 +1,70 @@
+"""`dualrec evaluate --protocol poster`: the poster's own protocol (PO4ISR's ML-1M sessions and 20 candidates)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dualrec.commands.common import add_field_options, options_from_args
+from dualrec.config import POSTER_PROTOCOL, PosterConfig
+from dualrec.errors import ConfigError
+from dualrec.evaluation.results import poster_comparison_table, results_tables, write_results
+
+
+def whole_numbers(text: str) -> tuple[int, ...]:
+    """An argparse type: whole numbers separated by commas."""
+    try:
+        return tuple(int(number) for number in text.split(",") if number.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
+def add_poster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        f"poster protocol (--protocol {POSTER_PROTOCOL}: PO4ISR's ML-1M sessions, each target among 20 candidates)"
+    )
+    add_field_options(group, PosterConfig, ("train_sample", "candidate_seeds"), types={"candidate_seeds": whole_numbers})
+
+
+def poster_options(args: argparse.Namespace, protocols: list[str]) -> PosterConfig | None:
+    """The poster protocol's options (bad ones raise ConfigError even when it is not chosen); None unless it is chosen,
+    alone: its sessions are other data than the other protocols' cases."""
+    options = options_from_args(PosterConfig(), args)
+    if POSTER_PROTOCOL not in protocols:
+        return None
+    if len(protocols) > 1:
+        raise ConfigError(
+            f"--protocol {POSTER_PROTOCOL} is its own data (PO4ISR's sessions), not the cases of the others: run it alone, "
+            f"not with {', '.join(name for name in protocols if name != POSTER_PROTOCOL)}."
+        )
+    return options
+
+
+def run_poster(args: argparse.Namespace, systems: list[str], options: PosterConfig, out: Path) -> None:
+    from dualrec.data.poster import load_poster
+    from dualrec.evaluation.poster import check_poster_run, evaluate_poster
+
+    check_poster_run(systems, args.split)
+    data = load_poster(args.data_dir, use_cache=not args.no_cache)
+    document = evaluate_poster(
+        systems,
+        data,
+        options,
+        args.split,
+        args.bootstrap,
+        args.seed,
+        args.lstm_dir,
+        args.baseline_minutes,
+        progress=lambda message: print(message, file=sys.stderr),
+    )
+    document["options"]["data_dir"] = args.data_dir
+    path = write_results(document, out)
+    print(results_tables(document["results"]))
+    comparison = poster_comparison_table(document["results"])
+    print(f"\n{comparison}" if comparison else "")
+    print(
+        f"\n{len(document['results'])} rows, {document['data']['cases']} sampled {args.split} sessions, "
+        f"{document['seconds']} s; 95% bootstrap intervals over sessions in brackets, ± spread "
+        f"over candidate seeds. Written to {path}"
+    )

@@ -1,0 +1,183 @@
+"""The poster protocol's scoreboard: systems trained on PO4ISR's training sessions rank each sampled session's target
+among its 20 candidates (docs/design.md §2, the poster protocol; the data: dualrec.data.poster).
+
+Every system learns from the protocol as a Dataset (poster_dataset: 150, 50 or all training sessions) and ranks the
+1,000 sampled test sessions' candidates of each candidate seed (the validation sessions: the reference's one draw):
+- a system with `score_candidates` (SKNN, the hybrid) scores the candidates in the reference's order (the target at a
+  random place, so the order says nothing about it);
+- a CandidateRanker (NIR) answers with its ranked list of them;
+- any other Recommender scores the catalogue, of which the candidates' scores are taken.
+Ties count against the target (PO4ISR leaves them to torch.topk). Metrics: HR and NDCG at 1, 5 and 10 and MRR (which
+PO4ISR calls MAP), the mean over the candidate seeds with their spread and a bootstrap interval over the sessions.
+The LSTM is trained on the same training sessions (kept under <models>/poster/, keyed by them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_KS, POSTER_PROTOCOL, LSTMConfig, PosterConfig, paths
+from dualrec.data.dataset import Dataset, Windows
+from dualrec.data.poster import PosterData, poster_dataset
+from dualrec.evaluation.harness import check_names, ranks_of_lists
+from dualrec.evaluation.metrics import interval, ndcg
+from dualrec.evaluation.results import result_entry, results_document
+from dualrec.ranking.base import CandidateRanker, Progress, Recommender
+from dualrec.ranking.registry import LSTM, load_system, system_names
+
+SPLIT_NAMES = {"test": "test", "val": "valid"}  # the project's split names -> the protocol's
+
+
+def sample_label(config: PosterConfig, sessions: int) -> str:
+    """What a row's name says of its training sessions (150 is the poster's setting)."""
+    if config.train_sample == "all":
+        return f"all {sessions:,} training sessions"
+    return f"{sessions} training sessions" + (", the poster's setting" if config.train_sample == "150" else "")
+
+
+def candidate_draws(data: PosterData, split: str, seeds: Sequence[int]) -> dict[int, np.ndarray]:
+    """Candidate seed -> (1000, 20) movie ids: the test draws of the chosen seeds, or the validation draw."""
+    if SPLIT_NAMES[split] == "valid":
+        return {"valid": data.candidates("valid")}
+    return {seed: data.candidates("test", seed) for seed in seeds}
+
+
+def ranks_in_candidates(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each target among its row of candidates by score; ties count against the target."""
+    is_target = candidates == targets[:, None]
+    target = scores[is_target][:, None]
+    return 1 + ((scores >= target) & ~is_target).sum(axis=1)
+
+
+def candidate_ranks(system: object, dataset: Dataset, cases: Windows, candidates: np.ndarray, progress: Progress) -> np.ndarray:
+    """The ranks one system gives the targets among one draw of (n, 20) candidate items, given in the reference's order."""
+    if isinstance(system, CandidateRanker):
+        return ranks_of_lists(system.rank_candidates(dataset, cases, candidates, progress).lists, cases.targets)
+    if hasattr(system, "score_candidates"):
+        scores = system.score_candidates(cases.histories, cases.users, candidates)
+    else:
+        scores = np.take_along_axis(np.asarray(system.score(cases.histories, cases.users), dtype=np.float64), candidates, axis=1)
+    return ranks_in_candidates(np.asarray(scores, dtype=np.float64), candidates, cases.targets)
+
+
+def mrr_summary(ranks: np.ndarray, samples: int, seed: int) -> dict:
+    """MRR over the candidates (1 / rank), summarised as the other metrics are (summarise)."""
+    values = 1.0 / ranks
+    low, high = interval(values.mean(axis=0), samples, seed)
+    entry = {"value": float(values.mean()), "low": low, "high": high}
+    if len(ranks) > 1:
+        per_seed = values.mean(axis=1)
+        entry |= {"per_seed": [float(v) for v in per_seed], "std": float(per_seed.std(ddof=1))}
+    return entry
+
+
+def po4isr_mostpop(dataset: Dataset, cases: Windows, ks: Sequence[int] = EVAL_KS) -> dict[str, float]:
+    """MostPop as PO4ISR's test script scores it, the source of the poster's MostPop row: its top k of the whole
+    catalogue by count in the training sessions (ties by first appearance), candidates ignored."""
+    ratings = dataset.ratings
+    rows = ratings[(ratings["item"] >= 0) & ratings["user_id"].isin(dataset.split_users["train"])]["item"].to_numpy()
+    items, first, counts = np.unique(rows, return_index=True, return_counts=True)
+    order = items[np.lexsort((first, -counts))]
+    position = np.full(dataset.catalogue_size, np.inf)
+    position[order] = np.arange(1, len(order) + 1)
+    ranks = position[cases.targets]
+    return {f"HR@{k}": float((ranks <= k).mean()) for k in ks} | {f"NDCG@{k}": float(ndcg(ranks, k).mean()) for k in ks}
+
+
+def poster_lstm(dataset: Dataset, lstm_dir: str | Path | None, progress: Progress) -> Recommender:
+    """The LSTM trained on the protocol's training sessions: the one of `lstm_dir` (refused if trained on others), or
+    the one kept for these sessions, trained first if there is none."""
+    from dualrec.ranking.lstm import load_lstm, train_lstm  # TensorFlow loads only when needed
+
+    folder = Path(lstm_dir) if lstm_dir else paths().models / POSTER_PROTOCOL / f"lstm-{dataset.fingerprint[:16]}"
+    if lstm_dir or folder.is_dir():
+        return load_lstm(folder, dataset, strict=True)
+    progress(f"lstm: training on {len(dataset.split_users['train'])} training sessions")
+    model = train_lstm(dataset, LSTMConfig(), verbose=0)
+    model.save(folder)
+    return model
+
+
+def ready_system(
+    system: str | object, dataset: Dataset, lstm_dir: str | Path | None, minutes: float | None, progress: Progress
+) -> object:
+    if not isinstance(system, str):
+        return system
+    if system == LSTM:
+        return poster_lstm(dataset, lstm_dir, progress)
+    return load_system(system, dataset, None, minutes)
+
+
+def poster_entry(
+    system: object, name: str, dataset: Dataset, data: PosterData, config: PosterConfig, split: str, progress: Progress, **common
+) -> dict:
+    """One row: the system's ranks of the split's cases under each candidate draw, summarised."""
+    cases = dataset.cases[split]
+    draws = candidate_draws(data, split, config.candidate_seeds)
+    started = time.perf_counter()
+    items = [dataset.item_of(draw.ravel()).reshape(draw.shape) for draw in draws.values()]
+    ranks = np.stack([candidate_ranks(system, dataset, cases, candidates, progress) for candidates in items])
+    sessions = len(dataset.split_users["train"])
+    extra = {
+        "candidates": "target + 19 movies not in the session (PO4ISR's draws)",
+        "candidate_seeds": list(draws),
+        "train_sample": config.train_sample,
+        "train_sessions": sessions,
+    }
+    if name == "mostpop":
+        extra["po4isr_mostpop"] = po4isr_mostpop(dataset, cases)
+    seconds = common.pop("seconds") | {"rank": round(time.perf_counter() - started, 2)}
+    entry = result_entry(
+        f"{name} ({sample_label(config, sessions)})", POSTER_PROTOCOL, ranks, extra=extra, seconds=seconds, **common
+    )
+    entry["metrics"]["MRR"] = mrr_summary(ranks.astype(np.float64), common["samples"], common["seed"])
+    return entry
+
+
+def check_poster_run(systems: Sequence[str | object], split: str) -> None:
+    """Refuse an unknown system name or split before any data loads."""
+    check_names(systems, system_names(), "system")
+    check_names([split], tuple(SPLIT_NAMES), "split")
+
+
+def evaluate_poster(
+    systems: Sequence[str | object],
+    data: PosterData,
+    config: PosterConfig | None = None,
+    split: str = "test",
+    samples: int = BOOTSTRAP_SAMPLES,
+    seed: int = BOOTSTRAP_SEED,
+    lstm_dir: str | Path | None = None,
+    baseline_minutes: float | None = None,
+    progress: Progress = lambda message: None,
+) -> dict:
+    """A whole run under the poster protocol, returned as a results document (its rows' protocol is "poster"). A name
+    is trained on the chosen training sessions (the LSTM too); an object is used as given, on `poster_dataset(data,
+    config.train_sample)`."""
+    config = config or PosterConfig()
+    check_poster_run(systems, split)
+    started = time.perf_counter()
+    dataset = poster_dataset(data, config.train_sample)
+    entries = []
+    for system in systems:
+        name = system if isinstance(system, str) else system.name
+        progress(f"{name}: preparing on {len(dataset.split_users['train'])} training sessions")
+        ready = time.perf_counter()
+        model = ready_system(system, dataset, lstm_dir, baseline_minutes, progress)
+        fit = {"fit": round(time.perf_counter() - ready, 2)}
+        common = {"options": getattr(model, "options", {}), "samples": samples, "seed": seed, "seconds": fit}
+        entries.append(poster_entry(model, name, dataset, data, config, split, progress, **common))
+    document = results_document(entries, dataset, split, samples, seed, time.perf_counter() - started)
+    document["protocol"] = {
+        "name": POSTER_PROTOCOL,
+        "data_fingerprint": data.fingerprint,
+        "sessions": len(data.sessions),
+        "splits": {name: stop - start for name, (start, stop) in data.bounds.items()},
+    } | config.as_dict()
+    document["options"] = {"systems": [s if isinstance(s, str) else s.name for s in systems], "protocols": [POSTER_PROTOCOL]}
+    document["options"] |= {"split": split, "lstm_dir": lstm_dir and str(lstm_dir), "baseline_minutes": baseline_minutes}
+    return document
