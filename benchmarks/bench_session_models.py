@@ -1,14 +1,15 @@
-"""The session models (GCE-GNN, HIDE, MCPRN, Atten-Mixer) on this machine: one training epoch over the training
-prefixes, estimated; beside RecBole's GRU4Rec (when RecBole is installed).
+"""The session models (GCE-GNN, HIDE, MCPRN, Atten-Mixer) and UniSRec on this machine: one training epoch over the
+training prefixes, estimated; beside RecBole's GRU4Rec and SASRec (UniSRec, GRU4Rec and SASRec need RecBole).
 
     python benchmarks/bench_session_models.py [--data-dir DIR] [--models mcprn,...] [--batches 200] [--threads 1]
 
 Each model is fitted as `dualrec evaluate` fits it (the registry's settings: PO4ISR's tuned ML-1M options for the
-session models, batch 512 for GRU4Rec), except that its first epoch stops after one warm-up step and `--batches`
-timed steps (batch building, forward, backward, Adam), and the epoch is extrapolated from them: seconds per step times
-the steps of one epoch (ceil(prefixes / batch size)). The figures printed say so. Also timed: the set-up before the
-first step (the prefixes; GCE-GNN's global graph, HIDE's padding widths; RecBole's dataset) and the rest of the fit
-(one validation: every validation case scored, full ranking).
+session models, batch 512 for GRU4Rec, SASRec and UniSRec), except that its first epoch stops after one warm-up step
+and `--batches` timed steps (batch building, forward, backward, Adam), and the epoch is extrapolated from them: seconds
+per step times the steps of one epoch (ceil(prefixes / batch size)). The figures printed say so. Also timed: the set-up before the
+first step (the prefixes; GCE-GNN's global graph, HIDE's padding widths; RecBole's dataset; UniSRec's item-text
+features, encoded on the first run and cached) and the rest of the fit (one validation: every validation case scored,
+full ranking). Each line ends with the load average when the model's timing ended (the machine may be shared).
 """
 
 from __future__ import annotations
@@ -64,13 +65,15 @@ def timed_fit(name: str, dataset: Dataset, steps: int) -> dict:
         "epoch_steps": epoch_steps,
         "epoch_min_estimated": round(marks["per_step"] * epoch_steps / 60, 1),
         "validation_s": round(time.perf_counter() - marks["steps_done"], 1),
+        "load_average": Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").is_file() else "n/a",
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir", default=str(REAL_DATA), help="MovieLens 1M folder (default %(default)s)")
-    parser.add_argument("--models", default=",".join([*ARCHITECTURES, "gru4rec"]), help="comma-separated (default %(default)s)")
+    models = ",".join([*ARCHITECTURES, "unisrec", "gru4rec", "sasrec"])
+    parser.add_argument("--models", default=models, help="comma-separated (default %(default)s)")
     parser.add_argument("--batches", type=int, default=200, help="training steps timed per model (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default %(default)s, as the reference runs)")
     args = parser.parse_args()

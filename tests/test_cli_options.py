@@ -230,6 +230,10 @@ CASES = [
     not_int("evaluate", "--hybrid-limit", "half"),
     bad_seed("evaluate", "--hybrid-limit-seed"),
     not_int("evaluate", "--hybrid-limit-seed", "x"),
+    case("evaluate", RANGE, ["--text-encoder", "{fixture}/no-encoder"], "Text encoder '{fixture}/no-encoder' is neither"),
+    case("evaluate", TYPE, ["--text-encoder", "{fixture}"], "{fixture} holds no model: a text encoder folder needs"),
+    case("evaluate", RANGE, ["--unisrec-checkpoint", "{fixture}/no.pth"], "--unisrec-checkpoint {fixture}/no.pth is not a file"),
+    case("evaluate", TYPE, ["--unisrec-checkpoint", "{fixture}"], "Invalid UniSRec options: --unisrec-checkpoint {fixture} is"),
     case("evaluate", RANGE, ["--llm", "gpt-17", "--systems", "nir"], "Invalid NIR options: --llm: unknown model preset 'gpt-17'"),
     case("evaluate", TYPE, ["--llm", "deepseek-v3", "--systems", "nir"], "not found in"),  # NIR takes an API model: data next
     case(

@@ -421,8 +421,9 @@ def poster_table() -> pd.DataFrame:
 
 
 def system_key(name: str) -> str:
-    """A system's name as the poster and `dualrec evaluate` both spell it: 'GRU4Rec' and 'gru4rec' are one key."""
-    return name.lower().replace("-", "").replace(" ", "")
+    """A system's name as the poster and `dualrec evaluate` both spell it: 'GRU4Rec' and 'gru4rec' are one key, and so
+    are 'UniSRec' and 'unisrec (from scratch, ...)' (a row's setting in brackets)."""
+    return name.split(" (")[0].lower().replace("-", "").replace(" ", "")
 
 
 def poster_baselines_without_results(entries: list[dict]) -> tuple[list[str], list[str]]:

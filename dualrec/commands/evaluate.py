@@ -21,19 +21,23 @@ from dualrec.commands.common import (
 from dualrec.commands.poster import add_poster_options, poster_options, run_poster
 from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, POSTER_PROTOCOL, SEED, paths
 from dualrec.data.dataset import Dataset, load_dataset
+from dualrec.data.text_features import text_encoder
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.evaluation.freeform import LLMAnswers, each_model, sample_cases, shared_models
 from dualrec.evaluation.harness import check_names, checked_run, evaluate
 from dualrec.evaluation.results import poster_comparison_table, read_results, results_tables, write_results
 from dualrec.llm import DEFAULT_PRESET
+from dualrec.ranking.baselines.unisrec import NAME as UNISREC
+from dualrec.ranking.baselines.unisrec import UniSRecOptions
 from dualrec.ranking.hybrid import HybridOptions, HybridRecommender
 from dualrec.ranking.nir import NIROptions, NIRRecommender
-from dualrec.ranking.registry import HYBRID, NIR, system_names
+from dualrec.ranking.registry import HYBRID, NIR, fitted, system_names
 
 # the fields of LLMAnswers that are options of --protocol freeform
 FREEFORM_OPTIONS = ("limit", "limit_seed", "template", "k", "max_new_tokens", "sample_seed", "concurrency", "grounded")
 HYBRID_OPTIONS = ("llm", "candidates", "scorer", "weights")  # the fields of HybridOptions that are options of the hybrid
 NIR_OPTIONS = ("llm", "filtering")  # the fields of NIROptions read from the command line (--llm is the hybrid's)
+UNISREC_OPTIONS = ("text_encoder", "checkpoint")  # the fields of UniSRecOptions that are options of --systems unisrec
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,6 +71,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_hybrid_options(parser)
     add_poster_options(parser)
     add_nir_options(parser)
+    group = parser.add_argument_group("UniSRec (--systems unisrec: item text and a SASRec transformer)")
+    add_field_options(group, UniSRecOptions, UNISREC_OPTIONS)
     parser.set_defaults(handler=run)
     table = subparsers.add_parser("results", help="one markdown table of saved results files (default: results/*.json)")
     table.add_argument("files", nargs="*", help="results JSON files written by `dualrec evaluate`")
@@ -151,6 +157,17 @@ def ready_hybrid(systems: list[str], protocols: list[str], options: HybridOption
     return [hybrid if name == HYBRID else name for name in systems]
 
 
+def ready_unisrec(systems: list[str], options: UniSRecOptions, dataset: Dataset, args) -> list:
+    """The systems, 'unisrec' made with the command's UniSRec options and fitted (within --baseline-minutes) when they
+    are not its defaults; with the defaults the harness makes it as any registered system."""
+    if UNISREC not in systems or options == UniSRecOptions():
+        return systems
+    from dualrec.ranking.baselines.unisrec_model import unisrec_recommender  # RecBole and torch load only when needed
+
+    system = fitted(unisrec_recommender(unisrec=options), dataset, args.lstm_dir, args.baseline_minutes)
+    return [system if name == UNISREC else name for name in systems]
+
+
 def ready_nir(systems: list, protocols: list[str], options: NIROptions, dataset: Dataset, out: Path) -> list:
     """The systems, 'nir' replaced by NIR of the command's options made ready (the training users read, the LLM loaded)
     when a protocol that ranks it is chosen; its prompts and answers are kept beside the results file."""
@@ -225,11 +242,15 @@ def run(args: argparse.Namespace) -> None:
     nir = nir_options(args)
     check_option("--hybrid-limit", args.hybrid_limit, AT_LEAST_1)
     check_option("--hybrid-limit-seed", args.hybrid_limit_seed, SEED)
+    unisrec = options_from_args(UniSRecOptions(), args)
+    if UNISREC in systems or unisrec != UniSRecOptions():
+        text_encoder(unisrec.text_encoder)  # a missing encoder package or folder stops here
     protocols = checked_run([*systems, *answering], protocols, config)
     dataset = case_sample(
         load_dataset(args.data_dir, config, use_cache=not args.no_cache), args.hybrid_limit, args.hybrid_limit_seed
     )
     systems = ready_nir(ready_hybrid(systems, protocols, hybrid, dataset, args), protocols, nir, dataset, out)
+    systems = ready_unisrec(systems, unisrec, dataset, args)
     document = evaluate(
         [*systems, *shared_models(answering)],
         dataset,

@@ -25,6 +25,7 @@ SYSTEMS: dict[str, str] = {
         ("slim", "fpmc", "narm", "stamp", "gru4rec", "sasrec"), "dualrec.ranking.baselines.recbole_models:recbole_recommender"
     ),
     **dict.fromkeys(("gcegnn", "hide", "mcprn", "attenmixer"), "dualrec.ranking.baselines.session_models:session_recommender"),
+    "unisrec": "dualrec.ranking.baselines.unisrec_model:unisrec_recommender",  # item text + SASRec (RecBole), from scratch
     HYBRID: "dualrec.ranking.hybrid:registered",  # the LSTM's top N re-ranked by an LLM, on the LSTM of lstm_dir
     NIR: "dualrec.ranking.nir:registered",  # zero-shot prompting of an LLM over a candidate set (a CandidateRanker)
 }
@@ -51,7 +52,17 @@ def load_system(
         from dualrec.ranking.lstm import load_lstm  # TensorFlow loads only when needed
 
         return load_lstm(lstm_dir, dataset, strict=True)
-    system = new_system(name)
+    return fitted(new_system(name), dataset, lstm_dir, budget_minutes)
+
+
+def fitted(
+    system: Recommender | CandidateRanker,
+    dataset: Dataset,
+    lstm_dir: str | Path | None = None,
+    budget_minutes: float | None = None,
+) -> Recommender | CandidateRanker:
+    """An unfitted registered system (new_system's, or one made with other options) fitted on the training users,
+    within `budget_minutes` if given."""
     if hasattr(system, "lstm_dir"):  # a system built on the trained LSTM (the hybrid)
         system.lstm_dir = lstm_dir
     if budget_minutes is not None and hasattr(system, "budget"):

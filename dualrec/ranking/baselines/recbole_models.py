@@ -84,7 +84,7 @@ def import_recbole() -> types.SimpleNamespace:
         from recbole.data import create_dataset
         from recbole.data.dataloader import TrainDataLoader
         from recbole.data.interaction import Interaction
-        from recbole.model import sequential_recommender  # noqa: F401  (its SINE module enables anomaly detection)
+        from recbole.model import sequential_recommender  # (its SINE module enables anomaly detection)
         from recbole.sampler import Sampler
         from recbole.utils import InputType, get_model, init_seed
         from scipy import sparse
@@ -96,7 +96,7 @@ def import_recbole() -> types.SimpleNamespace:
     return types.SimpleNamespace(
         Config=Config, create_dataset=create_dataset, TrainDataLoader=TrainDataLoader, Interaction=Interaction,
         Sampler=Sampler, InputType=InputType, get_model=get_model, init_seed=init_seed, sparse=sparse,
-        version=recbole.__version__,
+        SASRec=sequential_recommender.SASRec, version=recbole.__version__,
     )  # fmt: skip
 
 
@@ -133,7 +133,7 @@ class RecBoleRecommender:
         """What decides the trained model (with the data): the cache key."""
         return {
             "recbole": import_recbole().version,
-            "model": MODELS[self.name],
+            "model": self.title,
             "seed": self.seed,
             "budget": asdict(self.budget),
             "params": self.params,
@@ -165,7 +165,7 @@ class RecBoleRecommender:
             self.item_ids = train_set.token2id(train_set.iid_field, [str(i) for i in range(dataset.catalogue_size)])
             user_tokens = train_set.field2id_token[train_set.uid_field][1:].astype(np.int64)  # id 0 is RecBole's [PAD]
             self.user_ids = pd.Series(np.arange(1, len(user_tokens) + 1), index=user_tokens)
-            self.model = recbole.get_model(config["model"])(config, train_set).to(config["device"])
+            self.model = self.build_model(recbole, config, train_set, dataset).to(config["device"])
             self.train(recbole, config, train_set, dataset)
         self.model.eval()
         self.training.update(
@@ -196,9 +196,25 @@ class RecBoleRecommender:
         """Where the model trains and scores: the GPU when CUDA is available, else the CPU."""
         return torch_device(self.gpu_capable)
 
+    @property
+    def title(self) -> str:
+        """The model's name in RecBole (and in results)."""
+        return MODELS[self.name]
+
+    def model_class(self, recbole: types.SimpleNamespace) -> type:
+        return recbole.get_model(self.title)
+
+    def optimizer(self, config) -> torch.optim.Adam:
+        """RecBole's default learner: Adam at the configured learning rate and weight decay."""
+        return torch.optim.Adam(self.model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+
+    def build_model(self, recbole: types.SimpleNamespace, config, train_set, dataset: Dataset) -> torch.nn.Module:
+        """The untrained model on RecBole's training set (`dataset`: ours, for models that read more of it)."""
+        return self.model_class(recbole)(config, train_set)
+
     def recbole_config(self, recbole: types.SimpleNamespace, folder: str, window: int):
         """RecBole's configuration: its defaults for the model, our files, the device, the seed, then `params`."""
-        model_class = recbole.get_model(MODELS[self.name])
+        model_class = self.model_class(recbole)
         # BPR models (FPMC, or a sequential model given loss_type BPR) train on one sampled negative per sample
         pairwise = getattr(model_class, "input_type", None) == recbole.InputType.PAIRWISE or self.params.get("loss_type") == "BPR"
         settings = {
@@ -228,7 +244,7 @@ class RecBoleRecommender:
                 BENCHMARK_PART
             )
         loader = recbole.TrainDataLoader(config, train_set, sampler, shuffle=True)
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=config["learning_rate"], weight_decay=config["weight_decay"])
+        optimizer = self.optimizer(config)
 
         def run_epoch(deadline: float) -> float:
             return gradient_steps(optimizer, loader, lambda batch: self.model.calculate_loss(batch.to(self.device)), deadline)
