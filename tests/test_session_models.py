@@ -117,7 +117,9 @@ def test_early_stopping_keeps_the_best_epoch_and_stops_on_patience_or_budget():
         return 0.0
 
     record = early_stopping("toy", model, TrainingBudget(max_epochs=10, patience=2), run_epoch, lambda: next(validation))
+    cpu_seconds = record.pop("cpu_seconds")
     assert record == {"epochs": 4, "best_epoch": 2, "stopped_by": "patience", "val_ndcg@10": [0.1, 0.3, 0.2, 0.25]}
+    assert 0 <= cpu_seconds < 60
     assert model.weight.item() == pytest.approx(start + 2) and not model.training  # epoch 2's weights, in eval mode
     record = early_stopping("toy", model, TrainingBudget(max_epochs=10, max_minutes=0), run_epoch, lambda: 0.5)
     assert record["epochs"] == 1 and record["stopped_by"] == "budget" and model.weight.item() == pytest.approx(start + 3)
