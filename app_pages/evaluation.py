@@ -14,10 +14,11 @@ from dualrec.app.tables import (
     metric_frame,
     our_table,
     poster_baselines_without_results,
+    poster_protocol_frame,
     poster_table,
 )
-from dualrec.config import EVAL_KS, EVAL_PROTOCOLS, DataConfig
-from dualrec.evaluation.results import POSTER_CAVEAT, POSTER_METRICS
+from dualrec.config import EVAL_KS, EVAL_PROTOCOLS, POSTER_COMMAND, DataConfig
+from dualrec.evaluation.results import POSTER_CAVEAT, POSTER_METRICS, POSTER_NOTES
 
 METRICS = [f"{name}@{k}" for name in ("HR", "NDCG") for k in EVAL_KS]
 
@@ -27,6 +28,25 @@ def no_results(folders: list) -> None:
         f"No results yet in {' or '.join(map(str, folders))}. These commands make them (the first trains the LSTM):", icon="📊"
     )
     st.code("\n".join(EVAL_COMMANDS), language="bash")
+
+
+def poster_protocol(entries: list[dict]) -> None:
+    """The poster's baseline figures beside ours measured its way (PO4ISR's sessions and candidates)."""
+    st.subheader("The poster's table, measured its way")
+    st.caption(
+        "Under the poster protocol: PO4ISR's ML-1M sessions (one user's day, windows of 20), systems trained on its "
+        "sample of 150 training sessions, each of 1,000 sampled test sessions' targets ranked among 20 candidates (5 "
+        "candidate seeds; ties count against the target). Ours: mean over the seeds [95% bootstrap interval over "
+        "sessions]; ⚠: the poster's figure lies outside our interval."
+    )
+    frame = poster_protocol_frame(entries)
+    if frame["ours"].astype(bool).any():
+        st.dataframe(frame, hide_index=True)
+    else:
+        st.info("No poster-protocol results yet (trained on 150 sessions). This command makes them:", icon="📊")
+        st.code(POSTER_COMMAND, language="bash")
+    for name, note in POSTER_NOTES.items():
+        st.caption(f"**{name}.** {note}")
 
 
 def saved_answers(entries: list[dict], folders: list) -> None:
@@ -65,6 +85,7 @@ with theirs:
     st.subheader("The poster's (as published)")
     st.dataframe(poster, hide_index=True)
     st.caption(POSTER_CAVEAT)
+poster_protocol(results.entries)
 st.subheader("Per metric")
 for tab, metric in zip(st.tabs(METRICS), METRICS):
     with tab:

@@ -258,6 +258,8 @@ class DataConfig:
 POSTER_PROTOCOL = "poster"  # the poster's own protocol: PO4ISR's ML-1M sessions and 20 candidates (dualrec.data.poster)
 POSTER_TRAIN_SAMPLES = ("150", "50", "all")  # its training sets: PO4ISR's samples of 150 (the poster's) and 50, or all
 POSTER_CANDIDATE_SEEDS = (0, 10, 42, 625, 2023)  # PO4ISR's candidate draws of the test sessions
+POSTER_SYSTEMS = "mostpop,sknn,slim,fpmc,narm,stamp,gru4rec,sasrec,gcegnn,hide,mcprn,attenmixer,lstm"  # every one we have
+POSTER_COMMAND = f"dualrec evaluate --protocol poster --systems {POSTER_SYSTEMS} --out results/poster-protocol-150.json"
 
 
 @dataclass(frozen=True)

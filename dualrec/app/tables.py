@@ -21,7 +21,7 @@ from dualrec.config import FINETUNE_COMMAND, GENRES, PROMPT_K, PROMPT_TEMPLATE, 
 from dualrec.data.dataset import Dataset, choose_catalogue, describe_user
 from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
-from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, read_results, table_rows
+from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, poster_comparison, read_results, table_rows
 from dualrec.grounding.pipeline import Stage2Result, user_history
 from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, adapter_on, resolve_preset
 from dualrec.llm.adapters import ADAPTER_CONFIG, adapter_dir, read_metadata
@@ -418,6 +418,21 @@ def metric_frame(entries: list[dict], metric: str) -> pd.DataFrame:
 
 def poster_table() -> pd.DataFrame:
     return pd.DataFrame(POSTER_RESULTS)
+
+
+def poster_protocol_frame(entries: list[dict]) -> pd.DataFrame:
+    """The poster's baseline rows beside ours under the poster protocol on its 150 training sessions, a row per poster
+    system: per metric the poster's figure, marked ⚠ where it lies outside our interval, and ours with the interval
+    (blank: no row of ours yet)."""
+    rows: dict[str, dict[str, str]] = {}
+    for figure in poster_comparison(entries):
+        row = rows.setdefault(figure["poster system"], {"poster's row": figure["poster system"], "ours": figure["ours"] or ""})
+        metric, ours = figure["metric"], figure["ours"]
+        row[f"{metric} poster"] = ("⚠ " if figure["outside"] else "") + f"{figure['poster']:.4f}"
+        row[f"{metric} ours"] = f"{figure['value']:.4f} [{figure['low']:.3f}, {figure['high']:.3f}]" if ours else ""
+        if figure["as_po4isr"] is not None:
+            row[f"{metric} ours"] += f"; PO4ISR's way {figure['as_po4isr']:.4f}"
+    return pd.DataFrame(list(rows.values()))
 
 
 def system_key(name: str) -> str:
