@@ -31,6 +31,7 @@ from dualrec.llm.constraint import (
     GroundingError,
     PrefixTree,
     TokenWalker,
+    nucleus,
     pick_token,
     write_lines,
 )
@@ -345,3 +346,45 @@ def test_the_app_grounds_local_columns_by_default_and_each_caption_says_so(app_e
     at = generate(run(at))
     assert texts(at.caption).count("Grounded answers off") == 2
     assert all(r.grounding is None for r in at.session_state[app_state.COMPARISON].results.values())
+
+
+def test_the_nucleus_is_the_fewest_most_likely_tokens_reaching_top_p_and_free_picks_cover_the_vocabulary() -> None:
+    rng = np.random.default_rng(0)
+    for scale in (0.1, 1.0, 5.0):  # flat to peaked: found among the first 64, 1,024 or all of them
+        probabilities = np.exp(rng.normal(size=49_152) * scale)
+        probabilities /= probabilities.sum()
+        order = np.argsort(-probabilities, kind="stable")
+        for top_p in (0.5, 0.95, 1.0):
+            expected = order[: min(len(order), int(np.searchsorted(np.cumsum(probabilities[order]), top_p)) + 1)]
+            assert set(nucleus(probabilities, top_p).tolist()) == set(expected.tolist())
+    logits = rng.normal(size=1000)
+    assert pick_token(logits, None, 0.0, 0.95, rng) == int(np.argmax(logits))
+    draws = {pick_token(logits, None, 1.0, 0.5, np.random.default_rng(seed)) for seed in range(200)}
+    allowed_half = set(np.argsort(-logits)[: len(nucleus(np.exp(logits) / np.exp(logits).sum(), 0.5))].tolist())
+    assert draws <= allowed_half and len(draws) > 1
+
+
+@pytest.mark.llm
+def test_llamacpp_reads_a_repeated_prompt_once_and_answers_as_a_fresh_model(dataset, llamacpp_backend, monkeypatch) -> None:  # noqa: F811
+    """The prompt cache: the same prompt is not read again, one sharing a prefix is read from its first chunk not
+    shared, and every answer (sampled, grounded) is the one a freshly loaded model gives."""
+    from dualrec.llm.llamacpp_backend import PROMPT_CHUNK
+
+    first, second = fixture_prompts(dataset, 5, 2)
+    sampled = GenerationSettings(max_new_tokens=24, temperature=1.0, seed=5)
+    asked = [(first, sampled, False), (first, GREEDY, True), (second, sampled, False), (first, sampled, False)]
+    fresh = load_backend("smollm2-135m", engine="llama.cpp")
+    expected = [run_stage2(dataset, fresh, p, s, grounded=g).answer for p, s, g in asked]
+    fresh.close()
+    tokens = [llamacpp_backend._chat_tokens([{"role": "user", "content": p.text}]) for p in (first, second)]
+    shared = next(i for i, (a, b) in enumerate(zip(*tokens)) if a != b)
+    llama, starts = llamacpp_backend.llama, []
+    evaluate = llama.eval
+    monkeypatch.setattr(llama, "eval", lambda batch: (starts.append(llama.n_tokens), evaluate(batch))[1])
+    first_read = []
+    for (prompt, settings, grounded), answer in zip(asked, expected):
+        starts.clear()
+        assert run_stage2(dataset, llamacpp_backend, prompt, settings, grounded=grounded).answer == answer
+        first_read.append(starts[0])
+    assert first_read[1] == len(tokens[0])  # the same prompt again is not read again: only the answer's tokens
+    assert first_read[2] == first_read[3] == shared // PROMPT_CHUNK * PROMPT_CHUNK  # from the first chunk not shared

@@ -305,17 +305,30 @@ class TokenWalker:
 
 
 def pick_token(
-    logits: np.ndarray, allowed: Sequence[int], temperature: float, top_p: float, rng: np.random.Generator | None
+    logits: np.ndarray, allowed: Sequence[int] | None, temperature: float, top_p: float, rng: np.random.Generator | None
 ) -> int:
-    """One of the `allowed` token ids given the model's logits over its vocabulary: the most likely (no `rng`, or a
-    temperature of 0), else drawn from the allowed tokens' softmax at `temperature`, cut to its top-p nucleus."""
-    ids = np.asarray(allowed)
-    scores = logits[ids].astype(np.float64)
-    if rng is None or temperature <= 0 or len(ids) == 1:
-        return int(ids[np.argmax(scores)])
-    weights = np.exp((scores - scores.max()) / temperature)
-    order = np.argsort(-weights, kind="stable")
-    weights = weights[order] / weights.sum()
-    keep = min(len(ids), int(np.searchsorted(np.cumsum(weights), top_p)) + 1)  # the fewest most likely reaching top_p
-    weights = weights[:keep] / weights[:keep].sum()
-    return int(ids[order[rng.choice(keep, p=weights)]])
+    """A token id given the model's logits over its vocabulary, among `allowed` (None: any): the most likely (no `rng`,
+    or a temperature of 0), else drawn from their softmax at `temperature`, cut to its top-p nucleus."""
+    ids = None if allowed is None else np.asarray(allowed)
+    scores = logits if ids is None else logits[ids]
+    if rng is None or temperature <= 0 or len(scores) == 1:
+        best = int(np.argmax(scores))
+        return best if ids is None else int(ids[best])
+    weights = np.exp((scores.astype(np.float64) - scores.max()) / temperature)
+    kept = nucleus(weights / weights.sum(), top_p)
+    chosen = kept[rng.choice(len(kept), p=weights[kept] / weights[kept].sum())]
+    return int(chosen) if ids is None else int(ids[chosen])
+
+
+def nucleus(probabilities: np.ndarray, top_p: float) -> np.ndarray:
+    """The indices of the fewest most likely entries whose probabilities reach `top_p`, most likely first (found among
+    the most likely few first, which is enough unless the distribution is flat)."""
+    size = 64
+    while True:
+        size = min(size, len(probabilities))
+        top = np.argpartition(-probabilities, size - 1)[:size] if size < len(probabilities) else np.arange(size)
+        top = top[np.argsort(-probabilities[top], kind="stable")]
+        cumulative = np.cumsum(probabilities[top])
+        if cumulative[-1] >= top_p or size == len(probabilities):
+            return top[: min(size, int(np.searchsorted(cumulative, top_p)) + 1)]
+        size *= 16

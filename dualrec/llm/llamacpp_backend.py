@@ -11,6 +11,7 @@ import codecs
 import ctypes
 import importlib.util
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -19,8 +20,10 @@ from pathlib import Path
 import numpy as np
 
 from dualrec.llm.base import GenerationSettings, LLMBackend, Message
-from dualrec.llm.constraint import AnswerConstraint, GroundingUnsupportedError, TokenTrees, TokenWalker, pick_token
+from dualrec.llm.constraint import AnswerConstraint, TokenTrees, TokenWalker, pick_token
 from dualrec.llm.errors import LLMError, ModelLoadError
+
+PROMPT_CHUNK = 64  # tokens of the prompt read at once; a cached prompt is reused in whole chunks
 
 
 def llamacpp_available() -> bool:
@@ -65,12 +68,17 @@ def load_llamacpp(
 
 
 class LlamaCppBackend(LLMBackend):
-    """A `llama_cpp.Llama` model answering through `create_chat_completion(stream=True)`.
+    """A `llama_cpp.Llama` model, decoded by us on llama.cpp's forward pass: the prompt in the GGUF's chat template, then
+    one token at a time, the most likely or drawn (temperature, top-p; `pick_token`), until the end of the turn.
 
-    A grounded answer is decoded by us on llama.cpp's forward pass: at each step a `TokenWalker` on the choices' prefix
-    tree over this model's tokens (`token_tree`, built once per choice set) says which tokens may come next, and the
-    next token is the most likely of them (or drawn among them). Tokens that are the only ones allowed (the line
-    heads, the genres, a title's only continuation) are not chosen but read, several per forward pass.
+    A grounded answer is decoded the same way: at each step a `TokenWalker` on the choices' prefix tree over this model's
+    tokens (`token_tree`, built once per choice set) says which tokens may come next, and the next token is chosen among
+    them. Tokens that are the only ones allowed (the line heads, the genres, a title's only continuation) are not chosen
+    but read, several per forward pass.
+
+    The prompt is read in chunks at fixed positions (multiples of PROMPT_CHUNK), and the model's cache keeps the last
+    one: the same prompt again is not read again, a prompt that shares whole chunks with it reads only the rest. What a
+    chunk leaves in the cache does not depend on what follows it, so an answer is the same as after a fresh read.
     """
 
     grounding = "llama.cpp (our decoder on the choices' token prefix tree)"
@@ -82,62 +90,85 @@ class LlamaCppBackend(LLMBackend):
         self.llama = llama
         self._lock = lock or threading.Lock()
         self.token_tree = TokenTrees(lambda texts: [self._encode(text) for text in texts])
+        self._prompt: list[int] = []  # the last prompt read, and the logits after it
+        self._prompt_logits: np.ndarray | None = None
 
     def _stream(self, messages: list[Message], settings: GenerationSettings, stop: threading.Event) -> Iterator[str]:
-        with self._lock:
-            self.llama.reset()  # re-read the whole prompt: a reused cached prefix shifts the logits, breaking repeatability
-            chunks = self.llama.create_chat_completion(
-                messages=messages,
-                stream=True,
-                max_tokens=settings.max_new_tokens,
-                temperature=settings.temperature if settings.sampling else 0.0,
-                top_p=settings.top_p,
-                seed=settings.seed,
-            )
-            try:
-                for chunk in chunks:
-                    if stop.is_set():
-                        return
-                    text = chunk["choices"][0]["delta"].get("content")
-                    if text:
-                        yield text
-            finally:
-                chunks.close()
+        return self._decode(messages, settings, stop)
 
     def _stream_grounded(
         self, messages: list[Message], settings: GenerationSettings, stop: threading.Event, constraint: AnswerConstraint
     ) -> Iterator[str]:
+        walker = TokenWalker(constraint, self.token_tree(constraint.choices), self._encode, self.llama.token_eos())
+        return self._decode(messages, settings, stop, walker)
+
+    def _decode(
+        self, messages: list[Message], settings: GenerationSettings, stop: threading.Event, walker: TokenWalker | None = None
+    ) -> Iterator[str]:
+        """The answer's text as it is decoded: any tokens until the end of the turn (at most `max_new_tokens`, and the
+        context's room), or the tokens `walker` allows until it allows only the end."""
+        import llama_cpp
+
         with self._lock:
-            self.llama.reset()  # as in _stream: the same answer for the same prompt
-            walker = TokenWalker(constraint, self.token_tree(constraint.choices), self._encode, self.llama.token_eos())
+            llama = self.llama
             rng = np.random.default_rng(settings.seed) if settings.sampling else None
+            logits = self._read_prompt(self._chat_tokens(messages))
+            room = min(settings.max_new_tokens, llama.n_ctx() - llama.n_tokens) if walker is None else sys.maxsize
             decoder = codecs.getincrementaldecoder("utf-8")()
-            pending = self._chat_tokens(messages)  # read by the model once the next token needs its logits
-            while not stop.is_set():
-                allowed = walker.allowed()
-                if allowed == [walker.end]:
+            pending: list[int] = []  # chosen or forced tokens the model has not read yet
+            for _ in range(room):
+                if stop.is_set():
                     return
-                token = allowed[0]
-                if len(allowed) > 1:
-                    self.llama.eval(pending)
-                    pending = []
-                    logits = np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self.llama.n_vocab(),))
+                allowed = walker.allowed() if walker else None
+                if walker and allowed == [walker.end]:
+                    return
+                if allowed and len(allowed) == 1:
+                    token = allowed[0]
+                else:
+                    if pending:
+                        llama.eval(pending)
+                        logits, pending = self._logits(), []
                     token = pick_token(logits, allowed, settings.temperature, settings.top_p, rng)
-                walker.advance(token)
+                    if walker is None and llama_cpp.llama_vocab_is_eog(llama._model.vocab, token):
+                        return
+                if walker:
+                    walker.advance(token)
                 pending.append(token)
-                if text := decoder.decode(self.llama.detokenize([token])):
+                if text := decoder.decode(llama.detokenize([token])):
                     yield text
+
+    def _logits(self) -> np.ndarray:
+        """The logits after the last token the model read (a view into llama.cpp's buffer: valid until it reads more)."""
+        return np.ctypeslib.as_array(self.llama._ctx.get_logits_ith(-1), shape=(self.llama.n_vocab(),))
+
+    def _read_prompt(self, tokens: list[int]) -> np.ndarray:
+        """The logits after the prompt `tokens`, which the model's cache then holds from position 0: read in chunks at
+        fixed positions, only from the first chunk not shared with the last prompt read (none when it is the same)."""
+        llama = self.llama
+        if len(tokens) >= llama.n_ctx():
+            raise LLMError(f"the prompt has {len(tokens)} tokens, more than {self.name}'s context of {llama.n_ctx()}")
+        kept = len(self._prompt) if llama.n_tokens >= len(self._prompt) else 0  # a reset (an adapter switch) empties it
+        kept = kept if llama.input_ids[:kept].tolist() == self._prompt[:kept] else 0
+        if kept == len(tokens) and self._prompt == tokens:
+            llama.n_tokens = kept  # the last answer's tokens are dropped at the next read
+            return self._prompt_logits
+        shared = next((i for i, (a, b) in enumerate(zip(self._prompt[:kept], tokens)) if a != b), min(kept, len(tokens)))
+        llama.n_tokens = min(shared, len(tokens) - 1) // PROMPT_CHUNK * PROMPT_CHUNK
+        for start in range(llama.n_tokens, len(tokens), PROMPT_CHUNK):
+            llama.eval(tokens[start : start + PROMPT_CHUNK])
+        self._prompt, self._prompt_logits = list(tokens), self._logits().copy()
+        return self._prompt_logits
 
     def _encode(self, text: str) -> list[int]:
         return self.llama.tokenize(text.encode(), add_bos=False, special=False) if text else []
 
     def _chat_tokens(self, messages: list[Message]) -> list[int]:
-        """The prompt's tokens as create_chat_completion reads them: the GGUF's chat template, the answer opened."""
+        """The prompt's tokens as create_chat_completion would read them: the GGUF's chat template, the answer opened."""
         from llama_cpp.llama_chat_format import Jinja2ChatFormatter
 
         template = self.llama.metadata.get("tokenizer.chat_template")
         if not template:
-            raise GroundingUnsupportedError(f"{self.name} has no chat template in its GGUF metadata, so it cannot be grounded")
+            raise LLMError(f"{self.name} has no chat template in its GGUF metadata, so llama.cpp cannot write its chat prompt")
         model = self.llama._model
         eos, bos = self.llama.token_eos(), self.llama.token_bos()
         formatter = Jinja2ChatFormatter(
