@@ -292,6 +292,7 @@ class PosterConfig:
 
 LSTM_VARIANTS = ("poster", "public")
 LSTM_MONITORS = ("val_loss", "val_hr@5")
+LSTM_ENGINES = ("torch", "keras")
 
 
 @dataclass(frozen=True)
@@ -314,6 +315,11 @@ class LSTMConfig:
         None, "time budget in minutes: no epoch starts that would end past it (default: none)", ABOVE_0
     )
     seed: int = option(42, "random seed", SEED)
+    engine: str = option(
+        "torch",
+        "what trains the model: PyTorch on a mirror of its weights (about twice as fast) or Keras's fit; the same saved model",
+        choices=LSTM_ENGINES,
+    )
 
     def __post_init__(self) -> None:
         check_options(self, "LSTM")
