@@ -1,4 +1,5 @@
-"""The Stage 1 LSTM on the generated fixture: shapes, masking, training, save/load, top-k, determinism."""
+"""The Stage 1 LSTM on the generated fixture: shapes, masking, training (both engines), save/load, top-k, determinism;
+the torch engine's mirror against the Keras model: outputs and every gradient."""
 
 from __future__ import annotations
 
@@ -144,3 +145,95 @@ def test_other_data_is_refused_or_warned(trained, two_window_dataset, caplog):
             )
     finally:
         trained.metadata["data"] = trained.metadata["data"] | {"fingerprint": two_window_dataset.fingerprint}
+
+
+# ---- the torch engine ----------------------------------------------------------------------------------------------
+
+
+def mixed_histories(dataset) -> np.ndarray:
+    """Full windows, short left-padded histories and an empty one."""
+    full = dataset.cases["test"].histories[:6]
+    short = [pad_history(h[-n:], dataset.config.window) for h, n in zip(full, (1, 4, 29))]
+    return np.concatenate([full, np.stack(short), pad_history([], dataset.config.window)[None]]).astype(np.int32)
+
+
+@pytest.mark.parametrize("variant", ["poster", "public"])
+def test_the_torch_mirror_computes_the_keras_model_and_its_gradients(two_window_dataset, variant):
+    import tensorflow as tf
+    import torch
+
+    from dualrec.ranking.lstm_torch import TorchMirror
+
+    model = build_model(dataclasses.replace(TINY, variant=variant), catalogue_features(two_window_dataset))
+    histories = mixed_histories(two_window_dataset)
+    targets = np.arange(len(histories), dtype=np.int32) * 7
+    with tf.GradientTape() as tape:
+        probabilities = model(histories, training=False)
+        loss = tf.reduce_mean(tf.keras.losses.sparse_categorical_crossentropy(targets, probabilities))
+    keras_gradients = dict(zip((w.path for w in model.trainable_weights), tape.gradient(loss, model.trainable_weights)))
+
+    mirror = TorchMirror(model)
+    logits = mirror(torch.from_numpy(histories).long())
+    torch.nn.functional.cross_entropy(logits, torch.from_numpy(targets).long()).backward()
+    np.testing.assert_allclose(torch.softmax(logits, -1).detach().numpy(), probabilities.numpy(), atol=1e-6)
+    mirrored = {
+        "item_embedding/embeddings": mirror.item_embedding,
+        "title_embedding/embeddings": mirror.title_embedding,
+        "genre_dense/kernel": mirror.genre_dense and mirror.genre_dense.kernel,
+        "genre_dense/bias": mirror.genre_dense and mirror.genre_dense.bias,
+        "lstm_1/lstm_cell/kernel": mirror.lstm_1.kernel,
+        "lstm_1/lstm_cell/recurrent_kernel": mirror.lstm_1.recurrent_kernel,
+        "lstm_1/lstm_cell/bias": mirror.lstm_1.bias,
+        "lstm_2/lstm_cell/kernel": mirror.lstm_2.kernel,
+        "lstm_2/lstm_cell/recurrent_kernel": mirror.lstm_2.recurrent_kernel,
+        "lstm_2/lstm_cell/bias": mirror.lstm_2.bias,
+        "hidden/kernel": mirror.hidden and mirror.hidden.kernel,
+        "hidden/bias": mirror.hidden and mirror.hidden.bias,
+        "next_item/kernel": mirror.next_item.kernel,
+        "next_item/bias": mirror.next_item.bias,
+    }
+    checked = 0
+    for path, gradient in keras_gradients.items():
+        name = next(key for key in mirrored if path.endswith(key))
+        expected = tf.convert_to_tensor(gradient).numpy()
+        np.testing.assert_allclose(mirrored[name].grad.numpy(), expected, atol=1e-6 * max(1.0, np.abs(expected).max()))
+        checked += 1
+    assert checked == len(model.trainable_weights) == sum(p is not None for p in mirrored.values())
+
+
+def test_the_lstm_steps_backward_is_autograds():
+    import torch
+
+    from dualrec.ranking.lstm_torch import LstmSequence
+
+    generator = torch.Generator().manual_seed(0)
+    zx = torch.randn(5, 3, 8, dtype=torch.float64, generator=generator, requires_grad=True)
+    w_hh = torch.randn(2, 8, dtype=torch.float64, generator=generator, requires_grad=True)
+    keep = torch.tensor([[0, 1, 1], [0, 0, 1], [1, 1, 1], [1, 1, 1], [1, 1, 1]], dtype=torch.float64)[..., None]
+    for mask in (None, keep):
+        assert torch.autograd.gradcheck(lambda z, w, m=mask: LstmSequence.apply(z, w, m), (zx, w_hh))
+
+
+def test_sharded_steps_give_the_batchs_gradient(two_window_dataset):
+    import torch
+
+    from dualrec.ranking.lstm_torch import ShardedStep, TorchMirror
+
+    model = build_model(dataclasses.replace(TINY, dropout=0.0), catalogue_features(two_window_dataset))
+    windows = two_window_dataset.windows["train"]
+    items, targets = torch.from_numpy(windows.histories[:33]).long(), torch.from_numpy(windows.targets[:33]).long()
+    gradients = []
+    for threads in (1, 3):
+        step = ShardedStep(TorchMirror(model), threads, seed=0)
+        step.gradients(items, targets)
+        gradients.append([p.grad for p in step.net.parameters()])
+    for one, three in zip(*gradients):
+        torch.testing.assert_close(one, three, atol=1e-6, rtol=1e-5)
+
+
+def test_the_keras_engine_trains_the_same_kind_of_model(two_window_dataset, tmp_path):
+    keras_trained = train_lstm(two_window_dataset, dataclasses.replace(TINY, engine="keras", epochs=1), verbose=0)
+    folder = keras_trained.save(tmp_path / "keras")
+    loaded = load_lstm(folder, two_window_dataset, strict=True)
+    assert loaded.metadata["lstm"]["engine"] == "keras" and "torch" not in loaded.metadata["versions"]
+    assert set(loaded.metadata["val"]) == {"loss", "hr@5", "val_loss", "val_hr@5"}

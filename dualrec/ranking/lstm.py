@@ -193,6 +193,15 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = self.stopped = True
 
 
+def engine_version(engine: str) -> dict[str, str]:
+    """The training engine's library version, for the metadata (TensorFlow and Keras are recorded anyway)."""
+    if engine != "torch":
+        return {}
+    import torch
+
+    return {"torch": torch.__version__}
+
+
 def config_from_dict(values: dict) -> LSTMConfig:
     """The LSTMConfig saved in a model's metadata (JSON turns its tuple into a list)."""
     return LSTMConfig(**(values | {"lstm_units": tuple(values["lstm_units"])}))
@@ -216,13 +225,29 @@ def train_lstm(dataset: Dataset, config: LSTMConfig | None = None, verbose: int 
     )
     budget = TimeBudget(config.max_minutes or float("inf"))
     started = time.perf_counter()
-    history = model.fit(
-        WindowBatches(train, config.batch_size, shuffle=True, seed=config.seed),
-        validation_data=WindowBatches(val, config.batch_size, shuffle=False),
-        epochs=config.epochs,
-        callbacks=[stopper, budget],
-        verbose=verbose,
-    )
+    if config.engine == "torch":
+        from dualrec.ranking import lstm_torch  # torch loads only to train
+
+        steps = -(-len(train) // config.batch_size)
+        callbacks = keras.callbacks.CallbackList(
+            [stopper, budget],
+            add_history=True,
+            add_progbar=verbose != 0,
+            model=model,
+            verbose=verbose,
+            epochs=config.epochs,
+            steps=steps,
+        )
+        lstm_torch.fit(model, train, val, config, callbacks)
+        history = model.history
+    else:
+        history = model.fit(
+            WindowBatches(train, config.batch_size, shuffle=True, seed=config.seed),
+            validation_data=WindowBatches(val, config.batch_size, shuffle=False),
+            epochs=config.epochs,
+            callbacks=[stopper, budget],
+            verbose=verbose,
+        )
     seconds = time.perf_counter() - started
     epochs = [{name: round(float(values[i]), 5) for name, values in history.history.items()} for i in range(len(history.epoch))]
     best = stopper.best_epoch
@@ -242,7 +267,7 @@ def train_lstm(dataset: Dataset, config: LSTMConfig | None = None, verbose: int 
         "training_seconds": round(seconds, 1),
         "samples_per_second": round(len(train) * len(epochs) / seconds, 1),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__},
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__} | engine_version(config.engine),
     }
     return LSTMRecommender(model, json.loads(json.dumps(metadata)), features.vocabulary)  # as it reads back
 
