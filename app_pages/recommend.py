@@ -229,7 +229,7 @@ def missing_lstm(note: str) -> None:
     st.caption("Everything else works meanwhile: the prompt then says the LSTM has no pick.")
 
 
-@st.fragment(run_every=1)
+@st.fragment(run_every=2)
 def lstm_loading(dataset: Dataset) -> None:
     """The LSTM's background load, as it goes; the whole page runs again once it is loaded."""
     task = app_state.lstm_task(dataset)
@@ -395,7 +395,7 @@ def column_result(dataset: Dataset, comparison: Comparison, column: Column, choi
         (st.success if message.startswith("Hit") else st.info)(message)
 
 
-@st.fragment(run_every=1)
+@st.fragment(run_every=2)
 def models_loading(dataset: Dataset) -> None:
     """The two models' background load, as it goes (Generate waits for it when pressed before it ends)."""
     task = app_state.preload_models(dataset)

@@ -3,6 +3,7 @@ background LSTM training, and errors shown as messages in the page instead of tr
 
 from __future__ import annotations
 
+import gc
 import os
 import re
 import subprocess
@@ -129,13 +130,24 @@ def dataset_tables(dataset: Dataset) -> dict:
     return _tables(dataset, dataset.fingerprint)
 
 
+def settle_memory() -> None:
+    """Collect garbage, then freeze what is left (the libraries a load imported) out of later collections. Streamlit
+    collects after every script run, and also calls Keras's clear_session (another collection) once Keras is loaded:
+    with TensorFlow in memory each took about 0.6 s of the interpreter's lock on the loaded 2-core machine, so every
+    rerun, a 1-second status poll included, stalled the page and the loads behind it; frozen, they take ~0 ms."""
+    gc.collect()
+    gc.freeze()
+
+
 def ready_lstm(dataset: Dataset) -> tuple[LSTMRecommender | None, str | None]:
     """The trained LSTM, loaded and its ranking step compiled (one ranking), or None and a note saying why there is none:
     not trained, trained on another catalogue, or a file that cannot be read."""
     try:
         model, note = load_trained_lstm(dataset)
         if model is not None:
+            settle_memory()  # TensorFlow and the model, out of the collections of the reruns while it compiles
             model.top_k([0], k=1)  # compiles the step here, not on the page's first pick
+            settle_memory()
     except DualrecError as error:
         return None, str(error)
     except Exception as error:  # noqa: BLE001  (a broken model file is a note on the page, never a traceback)
@@ -167,7 +179,10 @@ def shared_model(spec: str, replica: int) -> SharedModel:
 
 def _load_columns(specs: tuple[str, str], after: BackgroundTask) -> list[Column]:
     after.wait()  # the LSTM first: the two loads would share the cores
-    return plan_columns(specs, "", GenerationSettings(), lambda spec, replica: shared_model(spec, replica), recordings(), False)
+    load = lambda spec, replica: shared_model(spec, replica)  # noqa: E731  (the name looked up when called: tests replace it)
+    columns = plan_columns(specs, "", GenerationSettings(), load, recordings(), presenting=False)
+    settle_memory()
+    return columns
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)
