@@ -334,7 +334,7 @@ def column_frame(column: Column, prompt: Stage2Prompt, speed: float) -> tuple | 
         return None
     if column.recording is not None:
         st.info(f"Replaying the answer recorded {column.recording.created} at {speed:g}×.", icon="📼")
-    return st.empty(), st.container(height=300).empty()
+    return st.empty(), st.container(height=300, key=f"answer-{column.label}").empty()
 
 
 def follow(comparison: Comparison, frames: dict[str, tuple]) -> None:

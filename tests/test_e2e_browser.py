@@ -1,6 +1,7 @@
 """End to end in a real headless Chromium: start the app on a loopback port, pick a test user, generate with the
 embedded model, watch the text stream into both columns, then see the matched lists and the genre figure; then
-stop a long answer while it streams.
+stop a long answer while it streams. Then five browser sessions at once on one app, each a different user, all
+generating: each shows its own answers, and a new session's page still opens while they run.
 
 Needs Debian's `chromium` (/usr/bin/chromium) and the `playwright` Python package (its own browser download is not
 used). The screenshot is left in artifacts/e2e-recommend.png.
@@ -9,6 +10,7 @@ used). The screenshot is left in artifacts/e2e-recommend.png.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+from dualrec.app.recordings import RecordingStore
 from dualrec.data.dataset import load_dataset
 from tests.loopback import CHROMIUM, free_port, launch_chromium
 
@@ -136,4 +139,66 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
             "/^stop/.test(c.innerText)).length == 2"
         )
         assert all(s.startswith("stop") for s in column_statuses(page)), column_statuses(page)
+        browser.close()
+
+
+SESSIONS = 5
+
+
+def letters(text: str) -> str:
+    """A text's letters only: an answer as recorded and as the page renders its markdown (numbers, marks and spacing
+    differ) compare equal."""
+    return re.sub(r"[^a-z]+", "", text.lower())
+
+
+def open_user(page, url: str, user: int) -> None:
+    """A session on the Recommend page with `user`'s history, its LSTM pick shown and short answers set."""
+    page.goto(url)
+    box = page.get_by_label("User id")
+    box.fill(str(user))
+    box.press("Enter")
+    page.get_by_text(f"User {user}:").wait_for()
+    page.get_by_text("LSTM top-1").wait_for()
+    page.get_by_text("Generation settings").click()
+    tokens = page.get_by_label("Max new tokens")
+    tokens.fill("24")
+    tokens.press("Enter")
+    page.wait_for_timeout(1500)
+
+
+def test_five_sessions_generate_at_once_each_with_its_own_answers(app_url, ml_dir, tmp_path):
+    if not CHROMIUM.is_file():
+        pytest.skip("Debian's chromium is not installed (apt-get install -y chromium)")
+    playwright = pytest.importorskip("playwright.sync_api")
+    users = [int(u) for u in load_dataset(ml_dir).split_users["test"][:SESSIONS]]
+    with playwright.sync_playwright() as driver:
+        browser = launch_chromium(driver)
+        pages = [browser.new_context(viewport={"width": 1500, "height": 3400}).new_page() for _ in users]
+        for page, user in zip(pages, users):
+            page.set_default_timeout(WAIT_MS)
+            open_user(page, app_url, user)
+        for page in pages:
+            page.get_by_role("button", name="Generate").click()
+
+        late = browser.new_context().new_page()  # a sixth visitor while the five generate: the page still opens
+        started = time.monotonic()
+        late.goto(app_url)
+        late.get_by_text("5 · Genre overlap").wait_for(timeout=WAIT_MS)
+        busy = sum(any(s.startswith(("waiting", "generating")) for s in column_statuses(page)) for page in pages)
+        print(f"a new session's page drawn in {time.monotonic() - started:.1f} s while {busy} sessions were generating")
+
+        for page in pages:
+            page.wait_for_function(
+                "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')].filter(c => "
+                "/^done in/.test(c.innerText)).length == 2"
+            )
+        store = RecordingStore(tmp_path / "home" / "recordings")
+        recorded = {(letters(r.prompt), r.settings["seed"]): r.answer for r in store.all()}
+        prompts = [letters(page.locator('[data-testid="stCode"]').first.inner_text()) for page in pages]
+        assert len(set(prompts)) == SESSIONS and len(recorded) == 2 * SESSIONS, "each user's own prompt, answered once a column"
+        for page, user, prompt in zip(pages, users, prompts):
+            assert page.get_by_text(f"User {user}:").count() == 1
+            for seed, label in enumerate("AB"):  # each column shows the answer recorded for its own session's prompt
+                shown = letters(page.locator(f".st-key-answer-{label}").inner_text())
+                assert shown and shown == letters(recorded[(prompt, seed)]), f"user {user}, column {label}"
         browser.close()
