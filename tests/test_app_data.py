@@ -1,4 +1,5 @@
-"""The app's tables and records (dualrec.app.tables) and figures (dualrec.app.figures), without Streamlit."""
+"""The app's tables and records (dualrec.app.tables, dualrec.app.imported), figures (dualrec.app.figures) and
+background work (dualrec.app.streaming), without Streamlit."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import pytest
 
 from dualrec.app import figures
 from dualrec.app import tables as app_data
-from dualrec.app.streaming import LiveAnswer
+from dualrec.app.imported import builder_history, matched_table, missing_table
+from dualrec.app.streaming import BackgroundTask, LiveAnswer
 from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError, UnknownUserError
 from dualrec.evaluation.results import POSTER_RESULTS, result_entry, results_document, write_results
+from dualrec.grounding.history_import import import_history
 from dualrec.grounding.matching import Match
 from dualrec.grounding.pipeline import Stage2Result, prepare_prompt
 
@@ -165,3 +168,26 @@ def test_results_files_become_our_table_and_metric_charts(dataset, tmp_path):
     figure = figures.metric_figure(frame, app_data.poster_table(), "HR@5")
     assert len(figure.data) == 2 and len(figure.data[1].x) == len(POSTER_RESULTS)
     assert len(figures.metric_figure(frame, app_data.poster_table(), "HR@10").data) == 1
+
+
+def test_a_background_task_gives_its_value_or_raises_its_error():
+    task = BackgroundTask(lambda: 42, "answer")
+    assert task.result() == 42 and task.done and task.wait(0) and task.elapsed >= 0
+    failed = BackgroundTask(lambda: 1 / 0, "broken")
+    with pytest.raises(ZeroDivisionError):
+        failed.result()
+    assert failed.done
+
+
+def test_an_import_gives_the_builder_its_last_catalogue_movies(dataset):
+    catalogue = [int(m) for m in dataset.catalogue[:40]]
+    outside = min(set(dataset.movies.index) - set(dataset.catalogue.tolist()))
+    titles = [app_data.movie_label(dataset.movies, m) for m in [outside, *catalogue]] + ["Galaxy Llamas Forever"]
+    imported = import_history("list.txt", "\n".join(titles).encode(), dataset)
+    history, left_out = builder_history(dataset, imported)
+    assert history == catalogue[-app_data.MAX_HISTORY :] and left_out == 1
+    table = matched_table(dataset, imported, history)
+    assert len(table) == 41 and not table["catalogue"][0] and table["in history"].sum() == app_data.MAX_HISTORY
+    assert missing_table(imported).to_dict("records") == [
+        {"line": 42, "written": "Galaxy Llamas Forever", "date": None, "rating": None, "note": "not in MovieLens"}
+    ]
