@@ -11,8 +11,14 @@ then until the LSTM's pick and the models' "loaded" line show (Debian chromium +
 AppTest's first run instead; --cold-starts N times N starts). The files are in the OS cache (a second start), as they
 are on a machine in use. Latency: the trained LSTM (--lstm-dir, else DUALREC_HOME's
 models/lstm, which the app reads too), else an untrained one of the same shape (speed does not depend on the weights).
-Generation: the app's own path (dualrec.app.comparison) with the app's default columns (`smollm2-135m` and its LoRA
-adapter when the models folder has one, else two copies of it) or --models, the poster prompt of a test user.
+Columns: the app's own path (dualrec.app.comparison) with the app's default columns (`smollm2-135m` and its LoRA
+adapter when the models folder has one, else two copies of it) or --models, the page's default prompt (its template
+and K: default_prompt) for a test user, the page's default settings (grounded, temperature 0.7, seed 0; --free: not
+grounded): each column alone, then all together, each case a new user's prompt answered --repeats times (the first
+reads the prompt, the next find it in the model's cache). --former answers as the llama.cpp backend did before (the
+whole prompt re-read each time; free: create_chat_completion's stream; grounded: the GBNF grammar line by line, from
+bench_grounded). --threads sets each llama.cpp model's threads (default: the backend's, half the cores).
+--columns-only skips the cold start and the LSTM.
 """
 
 from __future__ import annotations
@@ -26,8 +32,11 @@ import subprocess
 import sys
 import tempfile
 import time
+import types
+from collections.abc import Iterator
 from pathlib import Path
 
+from bench_grounded import gbnf_answer
 from bench_stage1 import untrained
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -35,7 +44,7 @@ sys.path.insert(0, str(ROOT))
 
 from dualrec.app.comparison import SharedModel, plan_columns, start_comparison  # noqa: E402
 from dualrec.app.recordings import RecordingStore  # noqa: E402
-from dualrec.app.tables import default_models, lstm_ranking, model_choices  # noqa: E402
+from dualrec.app.tables import default_models, default_prompt, lstm_ranking, model_choices  # noqa: E402
 from dualrec.config import ENV_DATA_DIR, ENV_HOME, LSTMConfig, paths  # noqa: E402
 from dualrec.data.dataset import Dataset, load_dataset  # noqa: E402
 from dualrec.grounding.pipeline import load_trained_lstm, lstm_top1, prepare_prompt, user_history  # noqa: E402
@@ -121,35 +130,98 @@ def lstm_latency(dataset: Dataset, runs: int) -> dict[str, float]:
     return figures
 
 
-def two_columns(dataset: Dataset, specs: list[str], tokens: int, repeats: int) -> list[dict[str, float]]:
-    """Per repeat and column: time to first token, tokens/s and total seconds of the columns' models, both at once."""
+def former_stream(backend, messages, settings: GenerationSettings, stop) -> Iterator[str]:
+    """A free llama.cpp answer as the backend wrote it before: the whole prompt re-read, create_chat_completion's stream."""
+    with backend._lock:
+        backend.llama.reset()
+        chunks = backend.llama.create_chat_completion(
+            messages=messages,
+            stream=True,
+            max_tokens=settings.max_new_tokens,
+            temperature=settings.temperature if settings.sampling else 0.0,
+            top_p=settings.top_p,
+            seed=settings.seed,
+        )
+        for chunk in chunks:
+            if stop.is_set():
+                return
+            if text := chunk["choices"][0]["delta"].get("content"):
+                yield text
+
+
+def former_grounded(backend, messages, settings: GenerationSettings, stop, constraint) -> Iterator[str]:
+    """A grounded llama.cpp answer as the backend wrote it before: the GBNF grammar of the choices left, line by line."""
+    with backend._lock:
+        yield from gbnf_answer(backend, messages[-1]["content"], constraint)
+
+
+def loader(threads: int | None, former: bool):
+    """The app's loader (cached as its st.cache_resource is), each llama.cpp model on `threads` threads, answering as
+    it did before when `former`."""
+    import llama_cpp
+
+    def load(spec: str, replica: int) -> SharedModel:
+        backend = load_backend(spec)
+        if threads and hasattr(backend, "llama"):
+            llama_cpp.llama_set_n_threads(backend.llama.ctx, threads, threads)
+        if former and hasattr(backend, "llama"):
+            backend._stream = types.MethodType(former_stream, backend)
+            backend._stream_grounded = types.MethodType(former_grounded, backend)
+        return SharedModel(backend)
+
+    return functools.cache(load)
+
+
+def column_runs(dataset: Dataset, specs: list[str], args: argparse.Namespace) -> Iterator[dict]:
+    """Each column alone, then all at once, each case a new test user's prompt answered `args.repeats` times: per
+    answer, the time to its first token, tokens/s and total seconds."""
+    load = loader(args.threads, args.former)
     started = time.perf_counter()
-    load = functools.cache(lambda spec, replica: SharedModel(load_backend(spec)))  # as the app's st.cache_resource
     plan_columns(specs, "", GenerationSettings(), load, RecordingStore(Path(tempfile.mkdtemp())), presenting=False)
     print(f"  loading {' and '.join(specs)}: {time.perf_counter() - started:.2f} s")
     lstm, note = load_trained_lstm(dataset)
-    history = user_history(dataset, int(dataset.split_users["test"][0]))
-    prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), note=note)
-    rows = []
+    default, _ = default_prompt(specs)
+    settings = GenerationSettings(max_new_tokens=args.tokens, temperature=0.7, seed=0)  # the page's defaults
+    cases = [[spec] for spec in dict.fromkeys(specs)] + [specs]
     with tempfile.TemporaryDirectory() as folder:
         store = RecordingStore(Path(folder))
-        for repeat in range(repeats):
-            settings = GenerationSettings(max_new_tokens=tokens, seed=repeat)
-            columns = plan_columns(specs, prompt.text, settings, load, store, presenting=False)
-            comparison = start_comparison(prompt, columns, store)
-            comparison.streams.wait()
-            for label, answer in comparison.answers.items():
-                rows.append(
-                    {
-                        "repeat": repeat + 1,
-                        "column": label,
+        for case, case_specs in enumerate(cases):
+            history = user_history(dataset, int(dataset.split_users["test"][case]))
+            prompt = prepare_prompt(dataset, history, lstm_top1(dataset, lstm, history), default.template, default.k, note)
+            for repeat in range(args.repeats):
+                columns = plan_columns(case_specs, prompt.text, settings, load, store, False, grounded=not args.free)
+                comparison = start_comparison(prompt, columns, store, dataset=dataset)
+                comparison.streams.wait()
+                for column in columns:
+                    answer = comparison.answers[column.label]
+                    if answer.error:
+                        raise SystemExit(f"{column.spec}: {answer.error}")
+                    yield {
+                        "case": " + ".join(case_specs) if len(case_specs) > 1 else f"{case_specs[0]} alone",
+                        "prompt": "new" if repeat == 0 else "again",
+                        "column": f"{column.label} {column.spec}",
                         "first token s": answer.first_chunk_s,
                         "tokens/s": answer.chunks_per_s,
                         "total s": answer.finished_s,
                         "tokens": len(answer.chunks),
                     }
-                )
-    return rows
+
+
+def bench_columns(dataset: Dataset, args: argparse.Namespace) -> None:
+    specs = args.models.split(",") if args.models else list(default_models(model_choices(paths().models)))
+    default, why = default_prompt(specs)
+    how = f"{'free' if args.free else 'grounded'}, {'the former llama.cpp decoding' if args.former else 'ours'}"
+    threads = f"{args.threads} llama.cpp threads each" if args.threads else "llama.cpp threads: the backend's default"
+    print(f"columns ({', '.join(specs)}): {default.template}, K {default.k} ({why}); {how}; {threads}")
+    print(f"  {args.tokens} new tokens at most; load average {os.getloadavg()[0]:.1f}")
+    for row in column_runs(dataset, specs, args):
+        rate = f"{row['tokens/s']:.1f}" if row["tokens/s"] else "-"
+        print(
+            f"  {row['case']:<40} prompt {row['prompt']:<5} {row['column']:<36} first token {row['first token s']:5.2f} s, "
+            f"{row['tokens']:3d} tokens at {rate:>5} tokens/s, total {row['total s']:6.2f} s",
+            flush=True,
+        )
+    print(f"  load average after: {os.getloadavg()[0]:.1f}")
 
 
 def use_lstm(folder: Path) -> None:
@@ -175,7 +247,14 @@ def main() -> None:
     parser.add_argument("--cold-start-only", action="store_true", help="time the cold starts only")
     parser.add_argument("--lstm-dir", help="a trained LSTM folder for the app and the timings (default: DUALREC_HOME's)")
     parser.add_argument("--models", help="the two columns' models, comma-separated (default: the app's default columns)")
+    parser.add_argument("--columns-only", action="store_true", help="time the columns only")
+    parser.add_argument("--free", action="store_true", help="the columns answer free, not grounded")
+    parser.add_argument("--former", action="store_true", help="llama.cpp answers as it did before (reference)")
+    parser.add_argument("--threads", type=int, help="llama.cpp threads per model (default: the backend's)")
     args = parser.parse_args()
+    if args.columns_only:
+        bench_columns(load_dataset(args.data_dir), args)
+        return
     if args.lstm_dir:
         use_lstm(Path(args.lstm_dir))
     print(f"data: {args.data_dir}; {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f}")
@@ -193,14 +272,7 @@ def main() -> None:
     for name, value in lstm_latency(dataset, args.runs).items():
         print(f"  {name}: {value:.1f}")
 
-    specs = args.models.split(",") if args.models else list(default_models(model_choices(paths().models)))
-    print(f"both columns ({', '.join(specs)}), {args.tokens} new tokens at most")
-    for row in two_columns(dataset, specs, args.tokens, args.repeats):
-        rate = f"{row['tokens/s']:.1f}" if row["tokens/s"] else "-"
-        print(
-            f"  run {row['repeat']} column {row['column']}: first token {row['first token s']:.2f} s, {row['tokens']} "
-            f"tokens at {rate} tokens/s, total {row['total s']:.2f} s"
-        )
+    bench_columns(dataset, args)
 
 
 if __name__ == "__main__":
