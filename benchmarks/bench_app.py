@@ -4,6 +4,7 @@ model side by side (time to first token and total time).
 
     python benchmarks/bench_app.py [--data-dir DIR] [--lstm-dir DIR] [--models A,B]
         [--runs 50] [--tokens 64] [--repeats 2] [--no-browser] [--cold-starts 1] [--cold-start-only]
+        [--columns-only] [--free] [--former] [--threads N]
 
 Cold start: `streamlit run app.py` on a free loopback port, timed from the server's launch until headless Chromium
 shows the whole Recommend page with the user's history (interactive: the LSTM and the models load in the background),
