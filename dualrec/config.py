@@ -306,8 +306,9 @@ class LSTMConfig:
     title_dim: int = option(64, bounds=AT_LEAST_1)
     lstm_units: tuple[int, int] = option((256, 128), bounds=AT_LEAST_1)
     dropout: float = option(0.3, bounds=DROPOUT)
-    learning_rate: float = option(1e-3, bounds=ABOVE_0)
-    batch_size: int = option(128, bounds=AT_LEAST_1)
+    # Batches of 256 at lr 2e-3 (128 at 1e-3 before the torch engine, scaled together): larger products, half the steps.
+    learning_rate: float = option(2e-3, bounds=ABOVE_0)
+    batch_size: int = option(256, bounds=AT_LEAST_1)
     epochs: int = option(40, "most epochs; early stopping ends training sooner", AT_LEAST_1)
     patience: int = option(3, bounds=AT_LEAST_0)
     monitor: str = option("val_loss", "early-stopping quantity", choices=LSTM_MONITORS)
@@ -342,7 +343,7 @@ LSTM_FOLDER = "lstm"
 LSTM_MODEL_FILE = "model.keras"
 LSTM_TRAIN_COMMAND = "dualrec train lstm [--data-dir DIR] [--profile quick|full]"
 
-LSTM_PROFILES = {"quick": LSTMConfig(epochs=3), "full": LSTMConfig()}
+LSTM_PROFILES = {"quick": LSTMConfig(epochs=2), "full": LSTMConfig()}  # quick: the full profile's first two epochs
 
 # The evaluation harness: cut-offs, protocols and the bootstrap behind every interval.
 EVAL_KS = (1, 5, 10)
