@@ -22,6 +22,7 @@ import resource
 import time
 from pathlib import Path
 
+import keras
 import numpy as np
 
 from dualrec.config import LSTM_ENGINES, LSTMConfig
@@ -74,28 +75,27 @@ def matmul_gflops(seconds: float = 2.0) -> tuple[float, float]:
     return flops / (time.perf_counter() - started), flops / (cpu_seconds() - cpu)
 
 
-def one_epoch(dataset: Dataset, sample: np.ndarray, config: LSTMConfig) -> None:
+def one_epoch(model: keras.Model, dataset: Dataset, sample: np.ndarray, config: LSTMConfig) -> None:
     """One pass of `config.engine` over the training windows `sample` (validation on 256 windows for torch)."""
-    model = build_model(config, catalogue_features(dataset))
     windows = dataset.windows["train"].take(sample)
     if config.engine == "torch":
-        import keras
-
         from dualrec.ranking import lstm_torch
 
         val = dataset.windows["val"].take(np.arange(256))
         lstm_torch.fit(model, windows, val, dataclasses.replace(config, epochs=1), keras.callbacks.CallbackList([], model=model))
     else:
-        compile_model(model, config)
         model.fit(WindowBatches(windows, config.batch_size, shuffle=True, seed=config.seed), verbose=0)
 
 
 def training_speed(dataset: Dataset, windows: int, config: LSTMConfig) -> tuple[float, float]:
-    """Samples per wall second and per CPU-second of one epoch over `windows` training windows (after a warm-up)."""
-    sample = np.arange(min(windows, len(dataset.windows["train"])))
-    one_epoch(dataset, sample[: 2 * config.batch_size], config)
+    """Samples per wall second and per CPU-second of one epoch over `windows` training windows (a whole number of
+    batches), after a warm-up pass on the same model (Keras traces its training step there)."""
+    model = build_model(config, catalogue_features(dataset))
+    compile_model(model, config)
+    sample = np.arange(min(windows, len(dataset.windows["train"])) // config.batch_size * config.batch_size)
+    one_epoch(model, dataset, sample[: 2 * config.batch_size], config)
     wall, cpu = time.perf_counter(), cpu_seconds()
-    one_epoch(dataset, sample, config)
+    one_epoch(model, dataset, sample, config)
     return len(sample) / (time.perf_counter() - wall), len(sample) / (cpu_seconds() - cpu)
 
 

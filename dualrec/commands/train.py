@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--profile",
         choices=sorted(LSTM_PROFILES),
         default="full",
-        help="quick: 3 epochs for a first run; full: up to 40 epochs, early stopping (default)",
+        help="quick: 2 epochs for a first run; full: up to 40 epochs, early stopping (default)",
     )
     options = ("epochs", "seed", "variant", "monitor", "max_minutes", "engine")
     add_field_options(lstm, LSTMConfig, options, LSTM_PROFILES, types={"max_minutes": positive_minutes})

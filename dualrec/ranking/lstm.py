@@ -193,13 +193,28 @@ class TimeBudget(keras.callbacks.Callback):
             self.model.stop_training = self.stopped = True
 
 
-def engine_version(engine: str) -> dict[str, str]:
-    """The training engine's library version, for the metadata (TensorFlow and Keras are recorded anyway)."""
-    if engine != "torch":
-        return {}
-    import torch
+def run_engine(
+    model: keras.Model, train: Windows, val: Windows, config: LSTMConfig, callbacks: list, verbose: int | str
+) -> tuple[keras.callbacks.History, dict]:
+    """`config.engine`'s training loop with the callbacks and Keras's progress lines; the History, and the torch
+    engine's threads and version."""
+    if config.engine == "keras":
+        history = model.fit(
+            WindowBatches(train, config.batch_size, shuffle=True, seed=config.seed),
+            validation_data=WindowBatches(val, config.batch_size, shuffle=False),
+            epochs=config.epochs,
+            callbacks=callbacks,
+            verbose=verbose,
+        )
+        return history, {}
+    from dualrec.ranking import lstm_torch  # torch loads only to train
 
-    return {"torch": torch.__version__}
+    steps = -(-len(train) // config.batch_size)
+    callback_list = keras.callbacks.CallbackList(
+        callbacks, add_history=True, add_progbar=verbose != 0, model=model, verbose=verbose, epochs=config.epochs, steps=steps
+    )
+    threads = lstm_torch.fit(model, train, val, config, callback_list)
+    return model.history, {"threads": threads, "torch": lstm_torch.torch.__version__}
 
 
 def config_from_dict(values: dict) -> LSTMConfig:
@@ -225,29 +240,7 @@ def train_lstm(dataset: Dataset, config: LSTMConfig | None = None, verbose: int 
     )
     budget = TimeBudget(config.max_minutes or float("inf"))
     started = time.perf_counter()
-    if config.engine == "torch":
-        from dualrec.ranking import lstm_torch  # torch loads only to train
-
-        steps = -(-len(train) // config.batch_size)
-        callbacks = keras.callbacks.CallbackList(
-            [stopper, budget],
-            add_history=True,
-            add_progbar=verbose != 0,
-            model=model,
-            verbose=verbose,
-            epochs=config.epochs,
-            steps=steps,
-        )
-        lstm_torch.fit(model, train, val, config, callbacks)
-        history = model.history
-    else:
-        history = model.fit(
-            WindowBatches(train, config.batch_size, shuffle=True, seed=config.seed),
-            validation_data=WindowBatches(val, config.batch_size, shuffle=False),
-            epochs=config.epochs,
-            callbacks=[stopper, budget],
-            verbose=verbose,
-        )
+    history, engine = run_engine(model, train, val, config, [stopper, budget], verbose)
     seconds = time.perf_counter() - started
     epochs = [{name: round(float(values[i]), 5) for name, values in history.history.items()} for i in range(len(history.epoch))]
     best = stopper.best_epoch
@@ -267,7 +260,8 @@ def train_lstm(dataset: Dataset, config: LSTMConfig | None = None, verbose: int 
         "training_seconds": round(seconds, 1),
         "samples_per_second": round(len(train) * len(epochs) / seconds, 1),
         "trained_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__} | engine_version(config.engine),
+        "threads": engine.get("threads"),
+        "versions": {"keras": keras.__version__, "tensorflow": tf.__version__, "torch": engine.get("torch")},
     }
     return LSTMRecommender(model, json.loads(json.dumps(metadata)), features.vocabulary)  # as it reads back
 

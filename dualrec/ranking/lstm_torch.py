@@ -260,12 +260,12 @@ class ShardedStep:
         return functools.reduce(EpochStats.merge, self.map(work, -(-len(windows) // EVAL_BATCH))).logs("val_")
 
 
-def fit(model: keras.Model, train: Windows, val: Windows, config: LSTMConfig, callbacks: keras.callbacks.CallbackList) -> None:
+def fit(model: keras.Model, train: Windows, val: Windows, config: LSTMConfig, callbacks: keras.callbacks.CallbackList) -> int:
     """Train the Keras `model` on `train` as `model.fit` would: at most `config.epochs` epochs of `config.batch_size`
     windows reshuffled each epoch by a seeded generator (as `lstm.WindowBatches`), the validation loss and hr@5 after
     each, the weights copied into `model` before `callbacks` see the epoch's end (so early stopping keeps and restores
     them), until a callback sets `model.stop_training`. It uses as many threads as torch would (`torch.get_num_threads`,
-    which OMP_NUM_THREADS sets), one batch shard each."""
+    which OMP_NUM_THREADS sets), one batch shard each, and returns that number."""
     threads = torch.get_num_threads()
     net = TorchMirror(model)
     step = ShardedStep(net, threads, config.seed)
@@ -296,3 +296,4 @@ def fit(model: keras.Model, train: Windows, val: Windows, config: LSTMConfig, ca
         torch.set_num_threads(threads)
         if step.pool:
             step.pool.shutdown()
+    return threads
