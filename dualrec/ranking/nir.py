@@ -117,19 +117,23 @@ class NIRRecommender:
         return recorded | ({"engine": type(self.backend).__name__} if self.backend is not None else {})
 
     def fit(self, dataset: Dataset) -> None:
-        """The training users' movie vectors (and co-watch counts for item filtering), and the LLM loaded."""
-        self.training = dataset.rated_matrix(dataset.split_users["train"]).astype(np.float64)
+        """Read the training users (`learn`) and load the LLM."""
+        self.learn(dataset)
         if self.settings.answers:  # each run (a protocol, a negative draw) adds its cases
             Path(self.settings.answers).parent.mkdir(parents=True, exist_ok=True)
             Path(self.settings.answers).write_text("")
-        if self.settings.filtering == "item":
-            self.co_watched = self.training.T @ self.training
         if self.backend is None:
             self.progress(f"NIR: loading {self.settings.llm}")
             try:
                 self.backend = load_backend(self.settings.llm)
             except LLMError as error:
                 raise DualrecError(f"{self.settings.llm}: {error}") from None
+
+    def learn(self, dataset: Dataset) -> None:
+        """The training users' movie vectors (and co-watch counts for item filtering): all the candidates need."""
+        self.training = dataset.rated_matrix(dataset.split_users["train"]).astype(np.float64)
+        if self.settings.filtering == "item":
+            self.co_watched = self.training.T @ self.training
 
     def close(self) -> None:
         """Release the LLM if NIR loaded it."""
@@ -142,7 +146,7 @@ class NIRRecommender:
     def own_candidates(self, dataset: Dataset, cases: Windows) -> np.ndarray:
         """(n, candidates) each case's candidate items, best first, by the chosen filtering."""
         if self.training is None:
-            raise DualrecError("NIR is not ready: call fit(dataset) first.")
+            raise DualrecError("NIR is not ready: call fit(dataset), or learn(dataset) for its candidates alone, first.")
         watched = watched_before(dataset, cases)
         if self.settings.filtering == "item":
             return item_filtering(watched, self.co_watched, self.settings.neighbours, self.settings.candidates)
