@@ -32,6 +32,7 @@ from dualrec.app.tables import (
     status_line,
     user_view,
 )
+from dualrec.config import LSTM_PROFILES, LSTM_QUICK_MINUTES
 from dualrec.data.dataset import Dataset
 from dualrec.data.genres import overlap_table
 from dualrec.errors import DualrecError
@@ -215,7 +216,8 @@ def training_progress() -> None:
         st.error("The training failed:\n\n```\n" + "\n".join(job.lines[-8:]) + "\n```")
         return
     epochs = f"epoch {job.epoch} of {job.epochs}" if job.epochs else "preparing"
-    st.progress(job.progress, text=f"Training the quick LSTM: {epochs}, {job.elapsed / 60:.1f} min so far")
+    expected = f"about {LSTM_QUICK_MINUTES:g} min on 2 idle cores"
+    st.progress(job.progress, text=f"Training the quick LSTM: {epochs}, {job.elapsed / 60:.1f} min so far ({expected})")
     st.code("\n".join(job.lines[-4:]) or "starting…", language=None)
 
 
@@ -223,7 +225,12 @@ def missing_lstm(note: str) -> None:
     st.warning(note, icon="🧠")
     job = app_state.training_job()
     if job is None or job.done:
-        st.button("Train the quick LSTM now (3 epochs)", on_click=app_state.start_training, args=(app_state.settings().data_dir,))
+        st.button(
+            f"Train the quick LSTM now (about {LSTM_QUICK_MINUTES:g} min)",
+            help=f"{LSTM_PROFILES['quick'].epochs} epochs; the time on 2 idle CPU cores, longer while other work shares them",
+            on_click=app_state.start_training,
+            args=(app_state.settings().data_dir,),
+        )
     if job is not None:
         training_progress()
     st.caption("Everything else works meanwhile: the prompt then says the LSTM has no pick.")

@@ -344,6 +344,7 @@ LSTM_MODEL_FILE = "model.keras"
 LSTM_TRAIN_COMMAND = "dualrec train lstm [--data-dir DIR] [--profile quick|full]"
 
 LSTM_PROFILES = {"quick": LSTMConfig(epochs=2), "full": LSTMConfig()}  # quick: the full profile's first two epochs
+LSTM_QUICK_MINUTES = 3  # the quick profile, command to saved model, on 2 idle CPU cores (docs/results.md); the app says so
 
 # The evaluation harness: cut-offs, protocols and the bootstrap behind every interval.
 EVAL_KS = (1, 5, 10)
