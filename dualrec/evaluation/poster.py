@@ -88,16 +88,19 @@ def po4isr_mostpop(dataset: Dataset, cases: Windows, ks: Sequence[int] = EVAL_KS
     return {f"HR@{k}": float((ranks <= k).mean()) for k in ks} | {f"NDCG@{k}": float(ndcg(ranks, k).mean()) for k in ks}
 
 
-def poster_lstm(dataset: Dataset, lstm_dir: str | Path | None, progress: Progress) -> Recommender:
-    """The LSTM trained on the protocol's training sessions: the one of `lstm_dir` (refused if trained on others), or
-    the one kept for these sessions, trained first if there is none."""
+def poster_lstm(
+    dataset: Dataset, lstm_dir: str | Path | None = None, progress: Progress = lambda message: None, minutes: float | None = None
+) -> Recommender:
+    """The LSTM trained on the protocol's training sessions (the full profile, within `minutes` if given): the one of
+    `lstm_dir` (refused if trained on others), or the one kept for these sessions, trained first if there is none."""
     from dualrec.ranking.lstm import load_lstm, train_lstm  # TensorFlow loads only when needed
 
-    folder = Path(lstm_dir) if lstm_dir else paths().models / POSTER_PROTOCOL / f"lstm-{dataset.fingerprint[:16]}"
+    name = f"lstm-{dataset.fingerprint[:16]}" + (f"-{minutes:g}min" if minutes else "")
+    folder = Path(lstm_dir) if lstm_dir else paths().models / POSTER_PROTOCOL / name
     if lstm_dir or folder.is_dir():
         return load_lstm(folder, dataset, strict=True)
     progress(f"lstm: training on {len(dataset.split_users['train'])} training sessions")
-    model = train_lstm(dataset, LSTMConfig(), verbose=0)
+    model = train_lstm(dataset, LSTMConfig(max_minutes=minutes), verbose=0)
     model.save(folder)
     return model
 
@@ -108,7 +111,7 @@ def ready_system(
     if not isinstance(system, str):
         return system
     if system == LSTM:
-        return poster_lstm(dataset, lstm_dir, progress)
+        return poster_lstm(dataset, lstm_dir, progress, minutes)
     return load_system(system, dataset, None, minutes)
 
 
