@@ -27,6 +27,7 @@ from dualrec.data.poster import (
 from dualrec.errors import ConfigError, DataError
 from dualrec.evaluation.poster import evaluate_poster, po4isr_mostpop, ranks_in_candidates
 from dualrec.evaluation.results import poster_comparison, read_results
+from dualrec.ranking.base import RankedLists
 from tests.movielens_fixture import FixtureSpec, write_movielens
 
 DAY = 86_400
@@ -292,3 +293,22 @@ def test_real_movielens_gives_the_references_counts(real_data_dir):
     on_day_zero = np.flatnonzero(poster.sessions.times < DAY)
     assert on_day_zero.tolist() == list(range(253))
     assert (poster.sessions.times[poster.samples["test"]] >= poster.sessions.times[poster.bounds["test"][0]]).all()
+
+
+class ByItemId:
+    """A candidate ranker (the interface NIR implements): each case's candidates, smallest catalogue item first."""
+
+    name, options, negative_seeds = "by-item-id", {}, None
+
+    def rank_candidates(self, dataset, cases, candidates=None, progress=None):
+        return RankedLists(cases, [sorted(row.tolist()) for row in candidates])
+
+
+def test_a_candidate_ranker_ranks_the_references_candidates(poster):
+    """What a re-ranker gets: the reference's candidates as catalogue items; its lists are turned into ranks."""
+    document = evaluate_poster([ByItemId()], poster, PosterConfig(candidate_seeds=(10,)), samples=20)
+    view = poster_dataset(poster, "150")
+    items = view.item_of(poster.test_candidates[10].ravel()).reshape(-1, CANDIDATES)
+    expected = 1 + (items < view.cases["test"].targets[:, None]).sum(axis=1)
+    assert document["results"][0]["metrics"]["HR@1"]["value"] == pytest.approx(np.mean(expected == 1))
+    assert document["results"][0]["metrics"]["MRR"]["value"] == pytest.approx(np.mean(1 / expected))
