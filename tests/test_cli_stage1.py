@@ -40,6 +40,21 @@ def test_train_saves_a_loadable_model_with_its_metadata(model_dir):
     assert (model_dir / "model.keras").is_file() and meta["epochs_run"] <= 2 and meta["lstm"]["item_dim"] == TINY.item_dim
 
 
+def test_training_prints_the_epoch_lines_the_app_follows(ml_dir, tmp_path, capsys):
+    """The app's training job reads `Epoch N/M` from the command's output (dualrec.app.state._EPOCH)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setitem(train.LSTM_PROFILES, "quick", TINY)
+        code, out, _ = run(
+            capsys, "train", "lstm", "--data-dir", str(ml_dir), *DATA, "--profile", "quick", "--out", str(tmp_path / "m")
+        )
+    assert code == 0 and [line for line in out.splitlines() if line.startswith("Epoch ")][:3] == [
+        "Epoch 1/3",
+        "Epoch 2/3",
+        "Epoch 3/3",
+    ]
+    assert "Saved to" in out and json.loads((tmp_path / "m" / "metadata.json").read_text())["lstm"]["engine"] == "torch"
+
+
 def test_recommend_for_a_user_as_json(ml_dir, model_dir, capsys):
     code, out, _ = run(
         capsys, "recommend", "--user", "1", "--k", "5", "--json", "--model", str(model_dir), "--data-dir", str(ml_dir), *DATA
