@@ -21,6 +21,8 @@ from dualrec.evaluation.results import results_tables
 from dualrec.llm import DEFAULT_PRESET, LLMBackend, load_backend
 from dualrec.ranking.base import Reranker
 from dualrec.ranking.hybrid import (
+    AUTO,
+    SCORERS,
     SELECTION_METRIC,
     HybridOptions,
     HybridRecommender,
@@ -97,6 +99,7 @@ def test_the_registry_names_the_hybrid_on_the_runs_lstm(dataset, tiny_lstm_dir):
         ({"candidates": 0}, "--candidates must be from 1 to 1000, not 0"),
         ({"candidates": 1001}, "--candidates must be from 1 to 1000, not 1001"),
         ({"scorer": "labels", "candidates": 27}, "--candidates must be at most 26 with --scorer labels"),
+        ({"scorer": "auto", "candidates": 30}, "--candidates must be at most 26 with --scorer auto (labels lists (A) to (Z))"),
         ({"weights": (0.5, 1.0)}, "--hybrid-weights must include 0 (the LSTM alone)"),
         ({"weights": (0.0, -1.0)}, "--hybrid-weights must be one or more values, each a finite number at least 0"),
         ({"llm": "deepseek-v3"}, "needs a local model (a GGUF on llama.cpp or a transformers model, such as smollm2-135m) or a"),
@@ -172,6 +175,20 @@ def test_w_is_chosen_on_validation_and_the_row_holds_the_paired_comparison(few, 
         "Paired with the baseline on the same cases" in table
         and "| hybrid, smollm2-135m, likelihood, top 4 | full | lstm | 1.0 |" in table
     )
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_scorer_auto_keeps_the_scorer_that_wins_on_validation_and_records_both(few, lstm, backend):
+    hybrid = HybridRecommender(HybridOptions(candidates=4, scorer=AUTO, weights=(0.0, 1.0, 4.0)), lstm=lstm, backend=backend)
+    hybrid.fit(few)
+    selection, tried = hybrid.selection, hybrid.selection["scorers"]
+    assert set(tried) == set(SCORERS) and hybrid.scorer in SCORERS and selection["scorer"] == hybrid.scorer
+    best = {name: record["scores"][str(record["weight"])][SELECTION_METRIC] for name, record in tried.items()}
+    assert best[hybrid.scorer] == max(best.values()) and hybrid.weight == tried[hybrid.scorer]["weight"]
+    assert all(record["scorer"] == name and record["cases"] == CASES for name, record in tried.items())
+    assert hybrid.options["scorer"] == AUTO and hybrid.options["scorer_used"] == hybrid.scorer
+    assert hybrid.name == f"hybrid, smollm2-135m, {hybrid.scorer} (auto), top 4"
 
 
 @pytest.mark.llm

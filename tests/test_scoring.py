@@ -35,9 +35,10 @@ CANDIDATES = [
 OBVIOUS = "Repeat exactly this line and nothing else: 1. Fargo (1996)"
 HISTORY = "I watched Pulp Fiction (1994), Reservoir Dogs (1992) and Goodfellas (1990). Recommend one movie as '1. Title (Year)'."
 NEUTRAL = "Recommend one movie as '1. Title (Year)'."
-# Measured on these prompts: the engines differ by at most 0.46 nats per candidate (Q4_1 on llama.cpp against the
-# dequantised fp32 weights on transformers), with a correlation of 0.999 and the same order.
+# Measured on these prompts: the engines differ by at most 0.8 nats per candidate (Q4_1 weights and flash attention's
+# f16 sums on llama.cpp against the dequantised fp32 weights on transformers), with a correlation of at least 0.989.
 ENGINE_TOLERANCE = 1.0
+ENGINE_CORRELATION = 0.98
 
 
 @pytest.fixture(scope="module")
@@ -75,7 +76,10 @@ def few_shot_label(letter: str) -> list[dict[str, str]]:
 
 
 def from_scratch_llamacpp(prompt: list[int], candidates: list[list[int]]) -> np.ndarray:
-    """Each prompt+candidate evaluated whole by a second llama.cpp model that keeps every token's logits."""
+    """Each candidate scored by a second llama.cpp model, one sequence, that keeps every token's logits: the prompt
+    evaluated from scratch, then the candidate's tokens in their own batch. Flash attention, as the scoring context
+    computes (the usual attention's sums differ by up to 0.7 nats), and the candidate in a batch of its own: ggml takes
+    another flash-attention kernel for a batch of 64 rows or more, whose sums differ by up to 0.9 nats."""
     from llama_cpp import Llama
 
     reference = Llama(
@@ -84,12 +88,14 @@ def from_scratch_llamacpp(prompt: list[int], candidates: list[list[int]]) -> np.
         logits_all=True,
         n_threads=1,
         n_threads_batch=1,
+        flash_attn=True,
         verbose=False,
     )
     sums = []
     for tokens in candidates:
         reference.reset()
-        reference.eval(prompt + tokens)
+        reference.eval(prompt)
+        reference.eval(tokens)
         sums.append(log_softmax_at(reference.scores[len(prompt) - 1 : len(prompt) - 1 + len(tokens)], tokens).sum())
     reference.close()
     return np.array(sums)
@@ -120,6 +126,19 @@ def test_the_cached_scores_equal_each_prompt_and_candidate_scored_from_scratch(
 
 
 @pytest.mark.llm
+def test_a_candidates_score_does_not_depend_on_the_others_in_its_batch(backend: LLMBackend) -> None:
+    alone = np.array([log_likelihoods(backend, HISTORY, [candidate])[0] for candidate in CANDIDATES])
+    together = log_likelihoods(backend, HISTORY, CANDIDATES)
+    reversed_order = log_likelihoods(backend, HISTORY, CANDIDATES[::-1])[::-1]
+    if isinstance(backend, TransformersBackend):  # one packed row: its sums run over other rows' places (fp32 noise)
+        np.testing.assert_allclose(together, alone, atol=1e-3)
+        np.testing.assert_allclose(reversed_order, alone, atol=1e-3)
+    else:  # llama.cpp's flash attention visits a query's own cells in order, wherever they lie: exactly equal
+        np.testing.assert_array_equal(together, alone)
+        np.testing.assert_array_equal(reversed_order, alone)
+
+
+@pytest.mark.llm
 def test_the_two_engines_agree_on_tokens_and_scores(llamacpp_backend: LLMBackend, transformers_backend: LLMBackend) -> None:
     llama, hf = scoring_engine(llamacpp_backend), scoring_engine(transformers_backend)
     assert llama.chat_tokens(to_messages(HISTORY)) == hf.chat_tokens(to_messages(HISTORY))
@@ -130,7 +149,7 @@ def test_the_two_engines_agree_on_tokens_and_scores(llamacpp_backend: LLMBackend
             log_likelihoods(transformers_backend, prompt, CANDIDATES),
         )
         assert np.abs(on_llama - on_hf).max() < ENGINE_TOLERANCE
-        assert np.corrcoef(on_llama, on_hf)[0, 1] > 0.99
+        assert np.corrcoef(on_llama, on_hf)[0, 1] > ENGINE_CORRELATION
         assert np.corrcoef(ranks(on_llama), ranks(on_hf))[0, 1] > 0.9  # Spearman
         assert on_llama.argmax() == on_hf.argmax()
     labels_llama = label_log_probs(llamacpp_backend, few_shot_label("C"), 6)

@@ -24,7 +24,7 @@ from dualrec.config import AT_LEAST_0, AT_LEAST_1, Kind, option_problem
 from dualrec.data.dataset import Dataset
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.grounding.pipeline import user_history
-from dualrec.ranking.hybrid import RECOMMEND_WEIGHT, HybridOptions, HybridRecommender, Reranked
+from dualrec.ranking.hybrid import AUTO, RECOMMEND_WEIGHT, SCORERS, HybridOptions, HybridRecommender, Reranked
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -97,6 +97,11 @@ def hybrid_problem(args: argparse.Namespace) -> str | None:
         return str(error)
     if problem := option_problem("--weight", args.weight, Kind(float), AT_LEAST_0):
         return f"Invalid hybrid options: {problem}."
+    if args.scorer == AUTO:
+        return (
+            f"Invalid hybrid options: --scorer {AUTO} chooses the scorer on the validation cases, which `dualrec evaluate` "
+            f"does; here choose one of {', '.join(SCORERS)}."
+        )
     return None
 
 

@@ -47,6 +47,7 @@ if TYPE_CHECKING:
     from dualrec.ranking.lstm import LSTMRecommender
 
 SCORERS = ("likelihood", "labels")
+AUTO = "auto"  # both scorers tried on the validation cases, the winner kept
 CANDIDATES = Bounds(1, 1000)
 DEFAULT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 SELECTION_METRIC = "NDCG@10"  # what w maximises on the validation cases under `full` (ties: the smaller w)
@@ -74,9 +75,10 @@ class HybridOptions:
     candidates: int = option(20, "how many of the LSTM's top movies the LLM re-ranks per case", CANDIDATES)
     scorer: str = option(
         "likelihood",
-        "the LLM score: likelihood (each candidate's log-likelihood after the history minus after a neutral prompt) or "
-        "labels (the candidates listed (A)...(Z), the probability of each letter)",
-        choices=SCORERS,
+        "the LLM score: likelihood (each candidate's log-likelihood after the history minus after a neutral prompt), "
+        "labels (the candidates listed (A)...(Z), the probability of each letter) or auto (both tried on the validation "
+        "cases, the one whose best w scores higher kept)",
+        choices=(*SCORERS, AUTO),
     )
     weights: tuple[float, ...] = option(
         DEFAULT_WEIGHTS,
@@ -93,10 +95,11 @@ class HybridOptions:
         local model (an API gives no log-probabilities) that exists; found without loading it."""
         weights_given = isinstance(self.weights, tuple) and all(isinstance(w, int | float) for w in self.weights)
         no_zero = weights_given and 0 not in self.weights
-        too_many = self.scorer == "labels" and isinstance(self.candidates, int) and self.candidates > len(LABELS)
+        too_many = self.scorer in ("labels", AUTO) and isinstance(self.candidates, int) and self.candidates > len(LABELS)
         return [
             f"--hybrid-weights must include 0 (the LSTM alone), not {self.weights!r}" if no_zero else None,
-            f"--candidates must be at most {len(LABELS)} with --scorer labels ((A) to (Z)), not {self.candidates}"
+            f"--candidates must be at most {len(LABELS)} with --scorer {self.scorer} (labels lists (A) to (Z)), not "
+            f"{self.candidates}"
             if too_many
             else None,
             llm_problem(self.llm),
@@ -152,13 +155,15 @@ class HybridRecommender:
         self.owns_backend = backend is None
         self.dataset: Dataset | None = None
         self.weight: float | None = None  # chosen by `fit` (or set for a single ranking)
+        self.scorer = SCORERS[0] if self.settings.scorer == AUTO else self.settings.scorer  # auto: `fit` chooses
         self.selection: dict = {}
         self.neutral: dict[str, float] = {}  # the candidates' neutral log-likelihoods, computed once
         self.remembered: dict[tuple[bytes, int], float] = {}  # likelihood scores by (history, item)
 
     @property
     def name(self) -> str:
-        return f"hybrid, {self.settings.llm}, {self.settings.scorer}, top {self.settings.candidates}"
+        scorer = f"{self.scorer} (auto)" if self.settings.scorer == AUTO else self.scorer
+        return f"hybrid, {self.settings.llm}, {scorer}, top {self.settings.candidates}"
 
     @property
     def depth(self) -> int:
@@ -169,7 +174,8 @@ class HybridRecommender:
     def options(self) -> dict:
         """What the results files record: the options, the chosen w with the grid and its validation scores, the LLM's
         engine, and the LSTM's own options."""
-        recorded = dataclasses.asdict(self.settings) | {"weight": self.weight, "selection": self.selection}
+        recorded = dataclasses.asdict(self.settings) | {"scorer_used": self.scorer, "weight": self.weight}
+        recorded["selection"] = self.selection
         if self.backend is not None:
             recorded["engine"] = type(self.backend).__name__
         return recorded | ({"lstm": self.baseline.options} if self.baseline is not None else {})
@@ -194,9 +200,19 @@ class HybridRecommender:
                 raise DualrecError(f"{self.settings.llm}: {error}") from None
 
     def fit(self, dataset: Dataset) -> None:
-        """Get ready, then choose w on the validation cases (the Recommender interface; the LSTM is not retrained)."""
+        """Get ready, then choose w on the validation cases (the Recommender interface; the LSTM is not retrained); with
+        --scorer auto, w for each scorer and the scorer whose best w scores higher there (on a tie, the first of SCORERS)."""
         self.ready(dataset)
-        self.weight, self.selection = choose_weight(self, dataset.cases["val"])
+        if self.settings.scorer != AUTO:
+            self.weight, self.selection = choose_weight(self, dataset.cases["val"])
+            return
+        tried = {}
+        for scorer in SCORERS:
+            self.scorer = scorer
+            tried[scorer] = choose_weight(self, dataset.cases["val"])
+        self.scorer = max(SCORERS, key=lambda name: (best_score(*tried[name]), -SCORERS.index(name)))
+        self.weight, self.selection = tried[self.scorer]
+        self.selection = self.selection | {"scorers": {name: {"weight": w} | record for name, (w, record) in tried.items()}}
 
     def close(self) -> None:
         """Release the LLM if the hybrid loaded it."""
@@ -252,18 +268,16 @@ class HybridRecommender:
     def case_scores(self, dataset: Dataset, history: np.ndarray, items: np.ndarray) -> np.ndarray:
         """One case's s_LLM; the likelihood scorer remembers each (history, item) pair, the labels scorer cannot (a
         label's score depends on the other candidates listed)."""
-        movies, watched = dataset.movies, dataset.catalogue[history[history != PAD_ITEM]][-PROMPT_HISTORY:]
-        lines = [HEADER, *(movie_line(movies, movie_id) for movie_id in watched)]
-        candidates = dataset.catalogue[items]
         try:
-            if self.settings.scorer == "labels":
-                listing = labelled([movie_line(movies, movie_id).removeprefix("- ") for movie_id in candidates])
-                return label_log_probs(self.backend, "\n".join([*lines, "Candidates:", listing, LABEL_REQUEST]), len(items))
+            if self.scorer == "labels":
+                return label_log_probs(self.backend, label_prompt(dataset, history, items), len(items))
             key = history.tobytes()
             missing = [int(item) for item in dict.fromkeys(items.tolist()) if (key, item) not in self.remembered]
             if missing:
-                texts = [format_answer(movies, [movie_id]) for movie_id in dataset.catalogue[missing]]
-                found = relative_log_likelihoods(self.backend, "\n".join([*lines, REQUEST]), NEUTRAL, texts, memo=self.neutral)
+                texts = [answer_text(dataset, item) for item in missing]
+                found = relative_log_likelihoods(
+                    self.backend, likelihood_prompt(dataset, history), NEUTRAL, texts, memo=self.neutral
+                )
                 self.remembered.update({(key, item): float(value) for item, value in zip(missing, found)})
             return np.array([self.remembered[key, int(item)] for item in items])
         except LLMError as error:
@@ -292,6 +306,33 @@ class HybridRecommender:
         if self.weight is None:
             raise DualrecError("The hybrid has no weight w yet: fit(dataset) chooses it on the validation cases.")
         return self.weight
+
+
+# ---- the prompts (the ranking adapter's training examples are built with these too) -------------------------------
+
+
+def history_lines(dataset: Dataset, history: Sequence[int]) -> list[str]:
+    """HEADER and the last PROMPT_HISTORY movies of a history of catalogue items (padding skipped), one line each."""
+    items = np.asarray(history)
+    watched = dataset.catalogue[items[items != PAD_ITEM]][-PROMPT_HISTORY:]
+    return [HEADER, *(movie_line(dataset.movies, movie_id) for movie_id in watched)]
+
+
+def likelihood_prompt(dataset: Dataset, history: Sequence[int]) -> str:
+    """The likelihood scorer's prompt: the history, then REQUEST (its neutral counterpart is NEUTRAL)."""
+    return "\n".join([*history_lines(dataset, history), REQUEST])
+
+
+def answer_text(dataset: Dataset, item: int) -> str:
+    """A catalogue item as the answer the likelihood scorer scores: '1. Heat (1995) Genres: Action, Crime, Thriller'."""
+    return format_answer(dataset.movies, [int(dataset.catalogue[item])])
+
+
+def label_prompt(dataset: Dataset, history: Sequence[int], items: Sequence[int]) -> str:
+    """The labels scorer's prompt: the history, the candidates listed (A), (B), ... in the given order, LABEL_REQUEST;
+    the answer's first tokens are LABEL_PREFIX and the label's letter."""
+    lines = [movie_line(dataset.movies, int(movie_id)).removeprefix("- ") for movie_id in dataset.catalogue[np.asarray(items)]]
+    return "\n".join([*history_lines(dataset, history), "Candidates:", labelled(lines), LABEL_REQUEST])
 
 
 def registered(name: str) -> HybridRecommender:
@@ -331,6 +372,11 @@ def fused_scores(probabilities: np.ndarray, top: np.ndarray, llm: np.ndarray, we
     return scores
 
 
+def best_score(weight: float, record: dict) -> float:
+    """The validation SELECTION_METRIC at the chosen w, from `choose_weight`'s record."""
+    return record["scores"][str(weight)][SELECTION_METRIC]
+
+
 def choose_weight(hybrid: HybridRecommender, cases: Windows) -> tuple[float, dict]:
     """The w of the grid with the best SELECTION_METRIC on `cases` (validation) under `full`, the smaller on a tie,
     and the record of the choice: every w's HR and NDCG there."""
@@ -350,4 +396,5 @@ def choose_weight(hybrid: HybridRecommender, cases: Windows) -> tuple[float, dic
         scores[str(weight)] = {name: float(values.mean()) for name, values in per_case_metrics(ranks).items()}
     best = max(grid, key=lambda weight: (scores[str(weight)][SELECTION_METRIC], -weight))
     record = {"split": "val", "cases": len(cases), "metric": SELECTION_METRIC, "protocol": "full", "grid": grid}
+    record["scorer"] = hybrid.scorer
     return best, record | {"scores": scores, "llm_seconds_per_case": round(llm_seconds / len(cases), 3)}
