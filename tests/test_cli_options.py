@@ -126,6 +126,12 @@ def hybrid_cases(command: str) -> list:
         case(command, TYPE, ["--llm", "deepseek-v3"], "the hybrid reads the log-probabilities of given answers, so it needs"),
         case(command, RANGE, ["--candidates", "1001"], "Invalid hybrid options: --candidates must be from 1 to 1000, not 1001."),
         not_int(command, "--candidates", "twenty"),
+        case(
+            command,
+            RANGE,
+            ["--candidates", "27", "--scorer", "auto"],
+            "--candidates must be at most 26 with --scorer auto (labels lists (A) to (Z)), not 27",
+        ),
     ]
 
 
@@ -155,6 +161,7 @@ CASES = [
     *(c for command in ("recommend", "evaluate") for c in hybrid_cases(command)),
     case("recommend", RANGE, ["--weight", "-1"], "Invalid hybrid options: --weight must be at least 0, not -1.0."),
     case("recommend", TYPE, ["--weight", "heavy"], "argument --weight: invalid float value: 'heavy'"),
+    case("recommend", RANGE, ["--scorer", "auto"], "--scorer auto chooses the scorer on the validation cases, which"),
     # finetune
     case("finetune", RANGE, ["--base", "gpt-17"], "unknown model preset 'gpt-17'"),
     case("finetune", TYPE, ["--base", "deepseek-v3"], "deepseek-v3 is an API model: a LoRA adapter needs a local base model"),
