@@ -6,13 +6,19 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
+import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+from streamlit.testing.v1 import AppTest
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
+from dualrec.app.hybrid_view import RUN, hybrid_table, moves_figure, start_hybrid
 from dualrec.cli import main
+from dualrec.config import paths
 from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.evaluation.freeform import sample_cases
@@ -22,6 +28,7 @@ from dualrec.llm import DEFAULT_PRESET, LLMBackend, load_backend
 from dualrec.ranking.base import Reranker
 from dualrec.ranking.hybrid import (
     AUTO,
+    RECOMMEND_WEIGHT,
     SCORERS,
     SELECTION_METRIC,
     HybridOptions,
@@ -281,3 +288,119 @@ def test_evaluate_runs_lstm_and_hybrid_on_the_same_drawn_cases(ml_dir, tiny_lstm
     printed = capsys.readouterr().out
     assert "Paired with the baseline on the same cases" in printed
     assert main(["results", str(out_file)]) == 0 and "ΔHR@5" in capsys.readouterr().out
+
+
+# ---- the app's view (dualrec.app.hybrid_view, on the Recommend page) -------------------------------------------------
+
+APP = str(Path(__file__).resolve().parents[1] / "app.py")
+
+
+@pytest.fixture(scope="module")
+def app_home(ml_dir, tiny_lstm_dir, tmp_path_factory):
+    """DUALREC_HOME with the tiny trained LSTM, the generated MovieLens folder as the data folder."""
+    home = tmp_path_factory.mktemp("hybrid-app-home")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("DUALREC_HOME", str(home))
+        patch.setenv("DUALREC_DATA_DIR", str(ml_dir))
+        shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
+        yield home
+
+
+def page(at: AppTest | None = None) -> AppTest:
+    at = (at or AppTest.from_file(APP, default_timeout=300)).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def with_lstm(at: AppTest) -> AppTest:
+    """The page rerun until the LSTM's background load has ended and the hybrid's controls show."""
+    deadline = time.monotonic() + 120
+    while not [button for button in at.button if button.key == "hybrid_go"]:
+        assert time.monotonic() < deadline, "the LSTM did not load"
+        time.sleep(0.2)
+        at = page(at)
+    return at
+
+
+def finished(at: AppTest) -> AppTest:
+    run = at.session_state[RUN]
+    deadline = time.monotonic() + 300
+    while not run.done:
+        assert time.monotonic() < deadline, "the hybrid did not finish"
+        time.sleep(0.2)
+    return page(at)
+
+
+def watched(dataset, count: int) -> list[int]:
+    """The first movies (ids) a test user watched."""
+    return [int(m) for m in dataset.catalogue[dataset.user_items(int(dataset.cases["test"].users[0]))[:count]]]
+
+
+def texts(elements) -> str:
+    return "\n".join(str(element.value) for element in elements)
+
+
+@pytest.mark.llm
+def test_the_page_shows_the_hybrids_top_10_beside_the_lstms_with_moves_and_the_real_next_movie(app_home):
+    at = with_lstm(page())
+    at.toggle(key="reveal").set_value(True)
+    at.number_input(key="hybrid_candidates").set_value(12)
+    at = page(at)
+    at.button(key="hybrid_go").click()
+    at = finished(page(at))
+    table = next(frame.value for frame in at.dataframe if "LLM score" in frame.value.columns)
+    assert list(table["rank"]) == list(range(1, 11)) and set(table["LSTM rank"]) <= set(range(1, 13))
+    assert (table["score"].diff().dropna() <= 1e-9).all()  # best first by log p + w * s
+    np.testing.assert_allclose(table["score"], np.log(table["LSTM p"]) + RECOMMEND_WEIGHT * table["LLM score"], rtol=1e-5)
+    assert "The real next movie" in texts(at.info) and "LSTM rank" in texts(at.info)
+    assert {chart.proto.id for chart in at.get("plotly_chart")} and len(at.get("plotly_chart")) >= 2  # top-10 and moves
+
+
+@pytest.mark.parametrize(
+    ("spec", "history", "candidates", "message"),
+    [
+        ("deepseek-v3", None, 20, "needs a local model (a GGUF on llama.cpp or a transformers model"),
+        ("smollm2-135m+/nowhere/adapter", None, 20, "--llm: no LoRA adapter in /nowhere/adapter"),
+        (DEFAULT_PRESET, None, 1001, "--candidates must be from 1 to 1000, not 1001"),
+        (DEFAULT_PRESET, None, 0, "--candidates must be from 1 to 1000, not 0"),
+        (DEFAULT_PRESET, "outside", 20, "None of these movies is among the catalogue movies the LSTM knows"),
+    ],
+)
+def test_bad_hybrid_input_is_the_runs_one_message_and_no_model_loads(dataset, lstm, spec, history, candidates, message):
+    movies = watched(dataset, 5) if history is None else [int(m) for m in dataset.movies.index if dataset.item_of([m])[0] < 0][:3]
+    loads = []
+    run = start_hybrid(dataset, lstm, movies, spec, "likelihood", candidates, 1.0, loads.append)
+    deadline = time.monotonic() + 60
+    while not run.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert message in run.error and run.result is None and not loads
+
+
+@pytest.mark.llm
+def test_a_stopped_run_ends_without_a_ranking(dataset, lstm, backend):
+    run = start_hybrid(dataset, lstm, watched(dataset, 5), DEFAULT_PRESET, "likelihood", 20, 1.0, lambda spec: backend)
+    run.stop()
+    deadline = time.monotonic() + 120
+    while not run.done:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    assert run.result is None and run.error is None
+
+
+@pytest.mark.llm
+def test_the_app_rerank_equals_the_hybrids_own(dataset, lstm, backend):
+    history = watched(dataset, 8)
+    run = start_hybrid(dataset, lstm, history, DEFAULT_PRESET, "likelihood", 7, 0.5, lambda spec: backend)
+    while not run.done:
+        time.sleep(0.05)
+    hybrid = HybridRecommender(HybridOptions(candidates=7), lstm=lstm, backend=backend)
+    hybrid.ready(dataset)
+    hybrid.weight = 0.5
+    expected = hybrid.rerank([int(i) for i in dataset.item_of(history) if i >= 0])
+    assert run.error is None
+    np.testing.assert_array_equal(run.result.items, expected.items)
+    np.testing.assert_allclose(run.result.llm_scores, expected.llm_scores, atol=1e-9)
+    figure = moves_figure(dataset, run.result)
+    assert len(figure.data) == 7 and all(list(trace.x) == ["LSTM", "hybrid"] for trace in figure.data)
+    assert len(hybrid_table(dataset, run.result)) == 7
