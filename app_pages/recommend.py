@@ -11,6 +11,7 @@ import streamlit as st
 from dualrec.app import state as app_state
 from dualrec.app.comparison import Column, Comparison, plan_columns, start_comparison
 from dualrec.app.figures import genre_overlap_figure, topk_figure
+from dualrec.app.hybrid_view import show_hybrid
 from dualrec.app.imported import builder_history, matched_table, missing_table
 from dualrec.app.tables import (
     MAX_HISTORY,
@@ -271,6 +272,14 @@ def lstm_pick(dataset: Dataset, history: list[int]) -> tuple[int | None, str | N
     return int(top["movie_id"]), None, True
 
 
+def hybrid_beside_lstm(dataset: Dataset, choice: HistoryChoice) -> None:
+    """The hybrid's top 10 under the LSTM's, once the LSTM has loaded (dualrec.app.hybrid_view)."""
+    loaded = app_state.lstm(dataset)
+    if loaded is not None and loaded[0] is not None:
+        models = app_state.settings().models
+        show_hybrid(dataset, loaded[0], choice, models, lambda spec: app_state.shared_model(spec, 0).backend)
+
+
 # ---- stage 2 -------------------------------------------------------------------------------------------------------
 
 
@@ -489,6 +498,7 @@ if choice is None:
 with right:
     st.header("2 · LSTM")
     pick, note, lstm_ready = lstm_pick(dataset, choice.history)
+    hybrid_beside_lstm(dataset, choice)
 st.header("3 · Prompt")
 prompt = the_prompt(dataset, choice.history, pick, note)
 st.header("4 · Two models")
