@@ -1,24 +1,29 @@
-"""Seconds per optimizer step of LoRA fine-tuning on this machine, with the quick profile's batch and length.
+"""Time of a fine-tuning profile on this machine: setup, seconds per step, total, and its validation loss.
 
-    python benchmarks/bench_finetune.py --data-dir ../shared/data/ml-1m-full-order [--steps 4] [--threads N]
-        [--base smollm2-135m] [--batch-size 4] [--max-length 384] [--lstm-dir DIR]
+    python benchmarks/bench_finetune.py --data-dir ../shared/data/ml-1m-full-order [--task generate|rerank]
+        [--profile quick] [--steps N] [--threads N] [--lstm-dir DIR]
 
-Runs `train_adapter` for a few steps into a temporary folder (one validation example, so evaluation costs little) and
-prints its figures: the quick profile's 120 steps take about 120 x the step time, plus loading and four validations.
-On a loaded shared CPU, one torch thread (--threads 1 or OMP_NUM_THREADS=1) avoids threads waiting on each other.
+Runs `train_adapter` with the profile into a temporary folder, as `dualrec finetune` does, and prints: the setup (the
+data, the LSTM's picks, the base model, the examples), the seconds per optimizer step and the training (validations
+included), the total from the start as a user waits for it (wall clock, and the process's CPU seconds, which a loaded
+machine inflates less), the validation loss of the base and of the adapter, and the load average. `--steps N` runs
+only the first N steps and adds the profile's projected total. On a shared CPU one torch thread (--threads 1 or
+OMP_NUM_THREADS=1) avoids threads waiting on each other.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
 from dualrec.data.dataset import load_dataset
-from dualrec.finetune.examples import PROFILES
+from dualrec.finetune.examples import TASK_PROFILES, profile
 from dualrec.finetune.training import train_adapter
 from dualrec.ranking.lstm import load_lstm
 
@@ -27,31 +32,35 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data-dir")
     parser.add_argument("--lstm-dir")
-    parser.add_argument("--base", default=PROFILES["quick"].base)
-    parser.add_argument("--steps", type=int, default=4)
-    parser.add_argument("--batch-size", type=int, default=PROFILES["quick"].batch_size)
-    parser.add_argument("--max-length", type=int, default=PROFILES["quick"].max_length)
+    parser.add_argument("--task", choices=sorted(TASK_PROFILES), default="generate")
+    parser.add_argument("--profile", default="quick")
+    parser.add_argument("--steps", type=int, help="run only the first N steps (default: the whole profile)")
     parser.add_argument("--threads", type=int, help="torch threads (default: torch's choice)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    options = profile(args.task, args.profile)
+    steps = args.steps or options.max_steps
+    run = dataclasses.replace(options, max_steps=steps, eval_steps=min(options.eval_steps, steps))
+    started = time.perf_counter(), time.process_time()
     dataset = load_dataset(args.data_dir)
-    options = dataclasses.replace(
-        PROFILES["quick"],
-        base=args.base,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        max_length=args.max_length,
-        val_examples=1,
-        eval_steps=args.steps,
-        save_steps=args.steps,
-    )
     with tempfile.TemporaryDirectory() as folder:
-        metadata = train_adapter(dataset, load_lstm(args.lstm_dir, dataset), options, Path(folder) / "bench")
+        metadata = train_adapter(dataset, load_lstm(args.lstm_dir, dataset), run, Path(folder) / "bench", progress=lambda m: None)
+    total, cpu = time.perf_counter() - started[0], time.process_time() - started[1]
+    setup = total - metadata["seconds"]
     print(
-        f"{args.base}: {metadata['seconds_per_step']:.2f} s per step (batch {args.batch_size}, up to {args.max_length} tokens, "
-        f"{torch.get_num_threads()} torch threads, {metadata['device']}); {args.steps} steps in {metadata['seconds']:.0f} s"
+        f"{args.task} {args.profile} ({options.base}, batch {options.batch_size} x {options.grad_accum}, "
+        f"{'bf16' if metadata['mixed_precision'] else 'fp32'}, LoRA in {options.lora_layers or 'all'} blocks, "
+        f"{torch.get_num_threads()} torch threads, {metadata['device']}, load average {os.getloadavg()[0]:.1f}):"
     )
+    print(
+        f"  {steps} steps: {metadata['seconds_per_step']:.2f} s per step; setup {setup:.0f} s, training "
+        f"{metadata['seconds']:.0f} s (validations included), total {total:.0f} s wall ({total / 60:.1f} min), {cpu:.0f} CPU s"
+    )
+    print(f"  validation loss {metadata['base_val_loss']:.4f} (base) -> {metadata['val_loss']:.4f} after {steps} steps")
+    if steps != options.max_steps and options.max_steps:
+        projected = setup + metadata["seconds"] / steps * options.max_steps
+        print(f"  the profile's {options.max_steps} steps: about {projected:.0f} s ({projected / 60:.1f} min) in all")
 
 
 if __name__ == "__main__":

@@ -7,22 +7,27 @@ import functools
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 
+import numpy as np
 import pytest
 import torch
+from transformers import TrainerCallback
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.app.comparison import SharedModel, adapter_partner, plan_columns
 from dualrec.app.recordings import RecordingStore
 from dualrec.cli import main
 from dualrec.config import paths
+from dualrec.errors import DualrecError
 from dualrec.evaluation.freeform import llm_answers
-from dualrec.finetune import training
+from dualrec.finetune import progress, training
 from dualrec.finetune.examples import FinetuneOptions
 from dualrec.finetune.training import CHECKPOINTS, train_adapter
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
-from dualrec.llm.peft_backend import ADAPTER_CONFIG, METADATA_FILE, AdapterBackend, adapter_dir
+from dualrec.llm.peft_backend import ADAPTER_CONFIG, METADATA_FILE, AdapterBackend, adapter_dir, base_preset
 from dualrec.llm.transformers_backend import TransformersBackend
 from tests.finetune_fixtures import tiny_llama
 
@@ -267,3 +272,113 @@ def test_the_evaluation_answers_a_base_and_its_adapter_from_one_model(trained, t
     base, tuned, alone = llm_answers([tiny, adapter, "deepseek-v3"])  # a model without its adapter beside it loads on its own
     assert alone.backend is None and (base.model, tuned.model) == (tiny, adapter)
     assert base.backend.model is tuned.backend.model and not base.backend.adapter and tuned.backend.adapter
+
+
+# ---- speed-ups, one training per folder, progress, a full disk (issue 18) ----------------------------------------------
+
+
+def test_logits_only_where_the_loss_is_give_the_models_own_loss(trained, tiny, dataset, lstm):
+    from transformers import DataCollatorForSeq2Seq
+
+    model, tokenizer = training.trainable_model(base_preset(tiny), tiny_options(tiny, mixed_precision=False))
+    train, val = training.encoded_examples(dataset, lstm, tiny_options(tiny), tokenizer)
+    batch = DataCollatorForSeq2Seq(tokenizer, label_pad_token_id=-100)(train[:3])
+    arguments = training.training_arguments(tiny_options(tiny), trained[0] / "scratch")
+    trainer = training.AnswerTrainer(model=model, args=arguments, eval_dataset=val)
+    with torch.no_grad():
+        ours, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+        theirs = model(**batch).loss
+    assert torch.isclose(ours, theirs, atol=1e-5) and outputs.logits.shape[1] < batch["input_ids"].shape[1]
+
+
+def test_lora_layers_go_in_the_last_blocks_only(tiny):
+    model, _ = training.trainable_model(base_preset(tiny), tiny_options(tiny, lora_layers=1))
+    trained_names = [name for name, parameter in model.named_parameters() if parameter.requires_grad]
+    assert trained_names and all(".layers.1." in name for name in trained_names)
+    model, _ = training.trainable_model(base_preset(tiny), tiny_options(tiny, lora_layers=3))  # more than it has: all
+    assert {name.split(".layers.")[1][0] for name, parameter in model.named_parameters() if parameter.requires_grad} == {"0", "1"}
+
+
+def test_a_second_training_into_the_same_folder_is_refused_while_one_runs(dataset, lstm, tiny, tmp_path):
+    out = tmp_path / "busy"
+    with progress.training_lock(out):
+        assert progress.training_process(out) == os.getpid()
+        with pytest.raises(DualrecError, match=f"Another training is writing into {out} \\(process {os.getpid()}\\)"):
+            train_adapter(dataset, lstm, tiny_options(tiny), out, progress=lambda message: None)
+    assert progress.training_process(out) is None and not (out / CHECKPOINTS).exists()
+
+
+def test_the_progress_file_follows_the_training(dataset, lstm, tiny, tmp_path):
+    out, seen = tmp_path / "followed", []
+
+    class Look(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            seen.append(progress.read_progress(out))
+
+    metadata = train_adapter(dataset, lstm, tiny_options(tiny), out, progress=lambda message: None, callbacks=[Look()])
+    assert [(entry["status"], entry["step"], entry["steps"]) for entry in seen] == [("running", step, 4) for step in range(1, 5)]
+    assert all(entry["left_s"] is not None and entry["pid"] == os.getpid() for entry in seen[:-1]) and seen[0]["val_loss"] > 0
+    final = progress.read_progress(out)
+    assert final["status"] == "completed" and final["step"] == 4 and final["left_s"] is None
+    assert final["val_loss"] == metadata["val_loss"] and metadata["base_val_loss"] == seen[0]["val_loss"]
+
+
+FULL_DISK = """
+import resource, signal, sys
+from pathlib import Path
+from transformers import TrainerCallback
+from dualrec.data.dataset import load_dataset
+from dualrec.errors import DualrecError
+from dualrec.finetune.examples import FinetuneOptions
+from dualrec.finetune.training import train_adapter
+from dualrec.ranking.lstm import load_lstm
+
+class FillTheDisk(TrainerCallback):
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step == 3:  # checkpoint-2 is written; every later file of over 1 KB fails: "File too large"
+            signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (1024, resource.getrlimit(resource.RLIMIT_FSIZE)[1]))
+
+ml_dir, lstm_dir, options, out = sys.argv[1], sys.argv[2], eval(sys.argv[3]), Path(sys.argv[4])
+dataset = load_dataset(ml_dir)
+try:
+    train_adapter(dataset, load_lstm(lstm_dir, dataset), options, out, progress=lambda message: None, callbacks=[FillTheDisk()])
+except DualrecError as error:
+    print(error)
+    sys.exit(2)
+"""
+
+
+def test_a_full_disk_is_one_message_and_keeps_the_last_checkpoint(ml_dir, tiny_lstm_dir, dataset, lstm, tiny, tmp_path):
+    out, options = tmp_path / "full-disk", tiny_options(tiny, max_steps=6)
+    argv = [sys.executable, "-c", FULL_DISK, str(ml_dir), str(tiny_lstm_dir), repr(options), str(out)]
+    done = subprocess.run(argv, capture_output=True, text=True, env=os.environ | {"HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert done.returncode == 2, done.stderr[-2000:]
+    message = done.stdout.strip().splitlines()[-1]
+    assert message.startswith("No room left to write the training's files (") and "File too large" in message
+    assert message.endswith("continue with --resume: it goes on from the last complete checkpoint (step 2).")
+    assert progress.read_progress(out) | {"message": message} == progress.read_progress(out)
+    assert progress.read_progress(out)["status"] == "failed"
+    resumed = train_adapter(dataset, lstm, options, out, resume=True, progress=lambda message: None)
+    assert resumed["status"] == "completed" and resumed["resumed_from_step"] == 2 and resumed["steps"] == 6
+
+
+def test_the_ranking_task_trains_through_the_command_and_its_adapter_scores_candidates(
+    ml_dir, tiny, tiny_lstm_dir, dataset, tmp_path, capsys
+):
+    from dualrec.llm.scoring import label_log_probs
+
+    out = tmp_path / "rerank-lora"
+    argv = ["finetune", "--data-dir", str(ml_dir), "--lstm-dir", str(tiny_lstm_dir), "--base", tiny, "--task", "rerank"]
+    argv += ["--scorer", "labels", "--candidates", "5", "--out", str(out), "--steps", "2", "--batch-size", "2"]
+    assert main([*argv, "--val-examples", "2", "--eval-steps", "2", "--max-length", "2048"]) == 0
+    printed = capsys.readouterr().out
+    assert "validation loss" in printed and "(base) ->" in printed and f"--llm {tiny}+{out} --scorer labels" in printed
+    metadata = json.loads((out / METADATA_FILE).read_text())
+    assert metadata["task"] == "rerank" and metadata["examples"] | {"candidates": 5, "scorer": "labels"} == metadata["examples"]
+    backend = load_backend(f"{tiny}+{out}")
+    try:
+        scores = label_log_probs(backend, "Candidates:\n(A) Heat\n(B) Up\nWhich?", 2)
+    finally:
+        backend.close()
+    assert scores.shape == (2,) and np.all(scores < 0)

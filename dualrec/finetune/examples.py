@@ -24,13 +24,16 @@ import numpy as np
 
 from dualrec.config import ABOVE_0, AT_LEAST_1, DEFAULT_PRESET, DROPOUT, FREEFORM_TEMPLATE, SEED, check_options, option
 from dualrec.data.dataset import Dataset, pad_history, sequence_bounds
-from dualrec.errors import DualrecError
+from dualrec.errors import ConfigError, DualrecError
 from dualrec.grounding.prompts import POSTER_HISTORY, TEMPLATES, build_prompt, format_answer
 from dualrec.llm.reasoning import CLOSE, OPEN
+from dualrec.llm.scoring import LABELS
+from dualrec.ranking.hybrid import CANDIDATES, SCORERS
 
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
+TASKS = ("generate", "rerank")
 SHOWN = POSTER_HISTORY  # movies in the prompt
 TARGETS = 5  # movies in the answer: what the user watched next
 IGNORE = -100  # the label of tokens outside the loss (prompt and padding)
@@ -49,10 +52,23 @@ class FinetuneOptions:
     """LoRA (the poster's defaults), the training loop and the examples; `four_bit` None: on CUDA yes, on a CPU no."""
 
     base: str = DEFAULT_PRESET  # `dualrec finetune --base` lists the local presets
+    task: str = option(
+        "generate",
+        "what the adapter learns: generate (the next 5 movies as the freeform answer) or rerank (the hybrid's score of "
+        "the target among the LSTM's candidates, dualrec.finetune.rerank)",
+        choices=TASKS,
+    )
+    scorer: str = option("likelihood", "--task rerank: the hybrid's scorer whose prompt and answer are learnt", choices=SCORERS)
+    candidates: int = option(20, "--task rerank: the LSTM's top movies per example, as the hybrid re-ranks", CANDIDATES)
     r: int = option(8, "rank", AT_LEAST_1)
     alpha: int = option(16, "scaling alpha", AT_LEAST_1)
     dropout: float = option(0.05, "dropout", DROPOUT)
     target_modules: tuple[str, ...] = option(("q_proj", "v_proj"), "comma-separated layer names")
+    lora_layers: int | None = option(
+        None,
+        "LoRA in the last N transformer blocks only (all if fewer): the backward pass stops there (default: every block)",
+        AT_LEAST_1,
+    )
     learning_rate: float = option(2e-4, "learning rate", ABOVE_0, flag="--lr")
     max_steps: int | None = option(None, "optimizer steps (instead of --epochs)", AT_LEAST_1, flag="--steps")
     epochs: float = option(1.0, "passes over the training examples (when no --steps)", ABOVE_0)
@@ -65,6 +81,9 @@ class FinetuneOptions:
     eval_steps: int = option(100, "steps between validation losses", AT_LEAST_1)
     save_steps: int = option(100, "steps between checkpoints", AT_LEAST_1)
     template: str = option(FREEFORM_TEMPLATE, "prompt template, as in the freeform evaluation", choices=TEMPLATES)
+    mixed_precision: bool | None = option(
+        None, "mixed precision: bf16 (fp16 on GPUs without bf16); default on with CUDA and on a CPU with native bf16"
+    )
     four_bit: bool | None = option(
         None, "base in 4-bit NF4 (QLoRA); needs CUDA (default: on with CUDA, off on a CPU)", flag="--4bit"
     )
@@ -74,19 +93,70 @@ class FinetuneOptions:
         names = self.target_modules if isinstance(self.target_modules, tuple) else ()  # not a tuple: check_options says so
         odd = [name for name in names if not re.fullmatch(r"[\w.]+", str(name))]
         layers = f"--target-modules must be layer names (letters, digits, '_', '.'), not {', '.join(odd)}" if odd else None
-        check_options(self, "fine-tuning", layers)
+        too_many = self.task == "rerank" and self.scorer == "labels" and isinstance(self.candidates, int)
+        labels = (
+            f"--candidates must be at most {len(LABELS)} with --scorer labels ((A) to (Z)), not {self.candidates}"
+            if too_many and self.candidates > len(LABELS)
+            else None
+        )
+        check_options(self, "fine-tuning", layers, labels)
 
     def as_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-# quick: a CPU run of smollm2-135m, 28 minutes on an idle 2-core machine (README); full: one epoch, for a GPU.
+# Each task's profiles (PROFILES: generate's). generate: quick, the app's first adapter (smollm2-135m on a 2-core
+# CPU in minutes: bf16 on a CPU with native bf16, LoRA in the last 10 blocks only); cpu, the earlier quick profile
+# (28 minutes on an idle 2-core machine, fp32, every block); full, one epoch for a GPU. rerank
+# (dualrec.finetune.rerank): quick for a CPU, full for a GPU. docs/results.md: each one's time and validation loss.
 PROFILES = {
     "quick": FinetuneOptions(
-        max_steps=90, grad_accum=1, learning_rate=1e-3, examples_per_user=1, val_examples=32, eval_steps=30, save_steps=20
+        max_steps=60,
+        grad_accum=1,
+        learning_rate=2e-3,
+        lora_layers=10,
+        examples_per_user=1,
+        val_examples=32,
+        eval_steps=60,
+        save_steps=10,
+    ),
+    "cpu": FinetuneOptions(
+        max_steps=90,
+        grad_accum=1,
+        learning_rate=1e-3,
+        examples_per_user=1,
+        val_examples=32,
+        eval_steps=30,
+        save_steps=20,
+        mixed_precision=False,
     ),
     "full": FinetuneOptions(),
 }
+RERANK_PROFILES = {
+    "quick": FinetuneOptions(
+        task="rerank",
+        max_steps=300,
+        grad_accum=1,
+        learning_rate=2e-3,
+        lora_layers=10,
+        examples_per_user=1,
+        val_examples=64,
+        eval_steps=100,
+        save_steps=25,
+    ),
+    "full": FinetuneOptions(task="rerank", examples_per_user=4),
+}
+TASK_PROFILES = {"generate": PROFILES, "rerank": RERANK_PROFILES}
+
+
+def profile(task: str, name: str) -> FinetuneOptions:
+    """A task's profile; ConfigError for a name the task does not have."""
+    profiles = TASK_PROFILES.get(task, {})
+    if name not in profiles:
+        raise ConfigError(
+            f"Invalid option: --profile {name} is not a profile of --task {task} (its profiles: {', '.join(profiles) or 'none'})."
+        )
+    return profiles[name]
 
 
 @dataclass(frozen=True)
@@ -99,6 +169,8 @@ class Example:
     target: tuple[int, ...]
     prompt: str  # the user message
     answer: str  # the target in the answer format
+    closed: bool = True  # the answer ends the assistant's turn (generation); False: it is what a scorer reads, no more
+    candidates: tuple[int, ...] = ()  # the ranking task's candidates, in the prompt's order
 
 
 def example_users(dataset: Dataset, split: str) -> np.ndarray:
@@ -147,9 +219,12 @@ def one_per_user(dataset: Dataset, split: str, lstm: TopOne, options: FinetuneOp
 
 def chat_texts(tokenizer: PreTrainedTokenizerBase, example: Example) -> tuple[str, str]:
     """(prompt, answer) as the model reads them: the chat template's prompt, as the backends send it, then the answer
-    with the template's end of turn. A template that opens <think> in the prompt gets it closed before the answer."""
+    with the template's end of turn. A template that opens <think> in the prompt gets it closed before the answer.
+    An answer that is not `closed` follows the prompt as it is, as dualrec.llm.scoring reads a candidate."""
     messages = [{"role": "user", "content": example.prompt}]
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    if not example.closed:
+        return prompt, example.answer
     full = tokenizer.apply_chat_template([*messages, {"role": "assistant", "content": example.answer}], tokenize=False)
     answer = full[len(prompt) :] if full.startswith(prompt) else example.answer + tokenizer.eos_token
     return prompt, (f"{CLOSE}\n\n{answer}" if prompt.rstrip().endswith(OPEN) else answer)
