@@ -136,7 +136,7 @@ def hybrid_cases(command: str) -> list:
 
 
 FINETUNE_COUNTS = ("--r", "--alpha", "--steps", "--batch-size", "--grad-accum", "--max-length", "--examples-per-user")
-FINETUNE_COUNTS += ("--val-examples", "--eval-steps", "--save-steps")
+FINETUNE_COUNTS += ("--val-examples", "--eval-steps", "--save-steps", "--lora-layers")
 
 CASES = [
     *flag_and_choice_cases(),
@@ -181,6 +181,10 @@ CASES = [
     case("finetune", TYPE, ["--epochs", "one"], "argument --epochs: invalid float value: 'one'"),
     bad_seed("finetune", "--seed"),
     not_int("finetune", "--seed", "x"),
+    case("finetune", RANGE, ["--candidates", "1001"], "fine-tuning options: --candidates must be from 1 to 1000, not 1001."),
+    not_int("finetune", "--candidates", "twenty"),
+    case("finetune", RANGE, ["--task", "rerank", "--scorer", "labels", "--candidates", "27"], "at most 26 with --scorer labels"),
+    case("finetune", RANGE, ["--task", "rerank", "--profile", "cpu"], "--profile cpu is not a profile of --task rerank"),
     # prompt (commands/llm.py)
     below_one("prompt", "--k"),
     not_int("prompt", "--k", "three"),
@@ -324,7 +328,8 @@ def test_bad_options_stop_before_tensorflow_or_torch_load(argv, tmp_path):
 def test_option_help_states_each_profiles_default():
     """Flags made from the dataclass fields say their default, or each profile's when the profiles differ."""
     actions = {option: action for action in command_actions()["finetune"] for option in action.option_strings}
-    assert actions["--lr"].help == "learning rate (quick 0.001, full 0.0002)" and actions["--lr"].default is None
+    lr = "learning rate (quick 0.002, cpu 0.001, full 0.0002, rerank quick 0.002, rerank full 0.0002)"
+    assert actions["--lr"].help == lr and actions["--lr"].default is None
     assert actions["--r"].help == "rank (default 8)" and actions["--r"].type is int
     assert actions["--target-modules"].type("q_proj, ,v_proj") == ("q_proj", "v_proj")
     data = {option: action for action in command_actions()["data stats"] for option in action.option_strings}
