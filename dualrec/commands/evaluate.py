@@ -35,7 +35,7 @@ from dualrec.ranking.registry import HYBRID, NIR, fitted, system_names
 
 # the fields of LLMAnswers that are options of --protocol freeform
 FREEFORM_OPTIONS = ("limit", "limit_seed", "template", "k", "max_new_tokens", "sample_seed", "concurrency", "grounded")
-HYBRID_OPTIONS = ("llm", "candidates", "scorer", "weights")  # the fields of HybridOptions that are options of the hybrid
+HYBRID_OPTIONS = ("llm", "candidates", "scorer", "engine", "weights")  # the HybridOptions fields that are options
 NIR_OPTIONS = ("llm", "filtering")  # the fields of NIROptions read from the command line (--llm is the hybrid's)
 UNISREC_OPTIONS = ("text_encoder", "checkpoint")  # the fields of UniSRecOptions that are options of --systems unisrec
 

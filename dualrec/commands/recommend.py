@@ -44,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON")
     hybrid = parser.add_argument_group("hybrid (--hybrid: the LSTM's top N re-ranked by an LLM, shown beside the LSTM's)")
     hybrid.add_argument("--hybrid", action="store_true", help="also rank with the hybrid")
-    add_field_options(hybrid, HybridOptions, ("llm", "candidates", "scorer"))
+    add_field_options(hybrid, HybridOptions, ("llm", "candidates", "scorer", "engine"))
     hybrid.add_argument(
         "--weight",
         type=float,

@@ -48,6 +48,9 @@ if TYPE_CHECKING:
 
 SCORERS = ("likelihood", "labels")
 AUTO = "auto"  # both scorers tried on the validation cases, the winner kept
+ENGINES = ("transformers", "llama.cpp")  # the scoring engine of a preset that runs on either (a GGUF preset)
+# transformers first: measured by benchmarks/bench_scoring.py on this 2-core CPU (one thread each, load 3-4), the
+# likelihood scorer evaluates 184 tokens/s on transformers and 85 on llama.cpp (prompt processing alone: 226 and 110).
 CANDIDATES = Bounds(1, 1000)
 DEFAULT_WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0)
 SELECTION_METRIC = "NDCG@10"  # what w maximises on the validation cases under `full` (ties: the smaller w)
@@ -79,6 +82,12 @@ class HybridOptions:
         "labels (the candidates listed (A)...(Z), the probability of each letter) or auto (both tried on the validation "
         "cases, the one whose best w scores higher kept)",
         choices=(*SCORERS, AUTO),
+    )
+    engine: str = option(
+        ENGINES[0],
+        "the engine that scores, for a preset that runs on either (a GGUF preset; a path or another preset runs on its own)",
+        choices=ENGINES,
+        flag="--scoring-engine",
     )
     weights: tuple[float, ...] = option(
         DEFAULT_WEIGHTS,
@@ -124,6 +133,14 @@ def llm_problem(spec: str) -> str | None:
         "needs a local model (a GGUF on llama.cpp or a transformers model, such as smollm2-135m) or a server that returns "
         "log-probabilities"
     )
+
+
+def scoring_backend(spec: str, engine: str) -> LLMBackend:
+    """The LLM on `engine` when its preset runs on either engine (engine "auto": a GGUF preset), else as `spec` says."""
+    if looks_like_path(spec):
+        return load_backend(spec)
+    preset = adapter_spec(spec).preset if ADAPTER_SEPARATOR in spec else resolve_preset(spec)
+    return load_backend(spec, engine=engine) if preset.engine == "auto" else load_backend(spec)
 
 
 @dataclass(frozen=True)
@@ -193,7 +210,7 @@ class HybridRecommender:
         if self.backend is None and max(self.settings.weights) > 0:
             self.progress(f"hybrid: loading {self.settings.llm}")
             try:
-                self.backend = load_backend(self.settings.llm)
+                self.backend = scoring_backend(self.settings.llm, self.settings.engine)
                 scoring_engine(self.backend)
             except LLMError as error:
                 self.close()
