@@ -115,6 +115,15 @@ def dataset_or_stop() -> Dataset:
         st.stop()
 
 
+def dataset_or_none() -> Dataset | None:
+    """The dataset of the sidebar's folder, or None when it cannot be read (the page says why)."""
+    folder = settings().data_dir
+    try:
+        return _dataset(folder) if folder else None
+    except DualrecError:
+        return None
+
+
 @st.cache_data(show_spinner="Counting…", max_entries=4)
 def _tables(_dataset: Dataset, fingerprint: str) -> dict:
     return {

@@ -308,7 +308,25 @@ def model_description(spec: str) -> str:
         engine = "llama.cpp, the adapter converted to a GGUF LoRA"
     else:
         engine = "transformers, the GGUF weights dequantized" if preset and preset.gguf_file else "transformers"
-    return f"{text}, with the LoRA adapter {adapter} (run by {engine})"
+    return f"{text}, with the LoRA adapter {adapter} (run by {engine}){adapter_training_note(adapter)}"
+
+
+def adapter_training_note(adapter: str) -> str:
+    """What an adapter's metadata says it was trained for (generation or ranking), and whether its training stopped
+    early; nothing for an adapter made elsewhere."""
+    try:
+        metadata = read_metadata(adapter_dir(adapter))
+        examples = metadata.get("examples", {})
+    except (OSError, ValueError, AttributeError):
+        return ""
+    if not metadata:
+        return ""
+    if metadata.get("task") == "rerank":
+        task = f"trained for ranking: the hybrid's {examples.get('scorer', 'likelihood')} scorer, not free answers"
+    else:
+        task = f"trained for generation: the {examples.get('template', 'list-k')} answer of {examples.get('targets', 5)} movies"
+    stopped = f"; its training stopped at step {metadata.get('steps')}" if metadata.get("status") == "interrupted" else ""
+    return f"; {task}{stopped}"
 
 
 def runs_locally(spec: str) -> bool:
