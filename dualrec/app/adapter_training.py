@@ -31,7 +31,7 @@ from dualrec.llm.presets import ADAPTER_SEPARATOR
 
 BASE = DEFAULT_PRESET
 PROFILE = "quick"
-MINUTES = 5  # what the quick profile takes on an idle 2-core CPU (docs/results.md)
+MINUTES = 7  # the quick profile's CPU time with one thread, measured on the loaded 2-core machine (docs/results.md)
 EXTRA_OPTIONS: tuple[str, ...] = ()  # more `dualrec finetune` options for every app training (the tests' tiny model)
 OUTPUT_LINES = 12
 SWITCH_B = "switch_model_b"  # session state: the model column B takes on the next run (a quick adapter just trained)

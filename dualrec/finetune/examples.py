@@ -135,7 +135,7 @@ PROFILES = {
 RERANK_PROFILES = {
     "quick": FinetuneOptions(
         task="rerank",
-        max_steps=300,
+        max_steps=200,
         grad_accum=1,
         learning_rate=2e-3,
         lora_layers=10,
