@@ -65,7 +65,7 @@ def quick_adapter() -> None:
         st.caption(f"The quick adapter's training stopped at step {state.checkpoint}; what was done is kept.")
     label = "Resume the quick LoRA adapter's training" if state.checkpoint else "Train the quick LoRA adapter now"
     st.button(
-        f"{label} (about {adapter_training.MINUTES} min)",
+        f"{label} (about {adapter_training.MINUTES} min on a free CPU core)",
         on_click=start_adapter,
         args=(app_state.settings().data_dir, dataset),
         help=f"dualrec finetune --profile {adapter_training.PROFILE} for this data; column B switches to it when it is done.",
