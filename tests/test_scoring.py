@@ -279,3 +279,24 @@ def test_bad_input_is_a_clear_error(backend: LLMBackend, call, message: str) -> 
 def test_labelled_refuses_more_candidates_than_labels() -> None:
     with pytest.raises(LLMError, match="not 27"):
         labelled(["Heat (1995)"] * 27)
+
+
+@pytest.mark.llm
+@pytest.mark.slow
+def test_llama_cpps_scoring_context_follows_the_views_lora_adapter(llamacpp_backend: LLMBackend, tmp_path) -> None:
+    """A GGUF LoRA (random weights, written as peft writes them) on the embedded model: the adapter view scores with it,
+    the base view as the plain model, and switching back and forth gives the same scores again."""
+    from dualrec.llm.gguf_lora import gguf_adapter
+    from dualrec.llm.llamacpp_backend import LlamaCppAdapterBackend, load_llamacpp
+    from tests.test_gguf_lora import smollm_adapter_folder
+
+    base = gguf_path(PRESETS[DEFAULT_PRESET])
+    loaded = load_llamacpp(base, name="with-adapter", lora=gguf_adapter(smollm_adapter_folder(tmp_path / "lora"), base))
+    adapter = LlamaCppAdapterBackend(loaded.llama, name="with-adapter", base_name=DEFAULT_PRESET)
+    plain = log_likelihoods(llamacpp_backend, HISTORY, CANDIDATES)
+    with_adapter = log_likelihoods(adapter, HISTORY, CANDIDATES)
+    assert np.abs(with_adapter - plain).max() > 1e-3  # the adapter changes the scores
+    np.testing.assert_array_equal(log_likelihoods(adapter.base(), HISTORY, CANDIDATES), plain)
+    np.testing.assert_array_equal(log_likelihoods(adapter, HISTORY, CANDIDATES), with_adapter)
+    adapter.base().close()
+    adapter.close()
