@@ -202,8 +202,9 @@ def augment(
     return interaction
 
 
-# On this shared 2-core CPU an epoch over the 498k training prefixes takes far longer than SASRec's (hidden size 300):
-# see benchmarks/bench_session_models.py and docs/results.md; a GPU reaches early stopping in minutes.
+# On the shared 2-core CPU a training step of 512 prefixes took 41 s against SASRec's 0.8 s (hidden 300 vs 64, eight
+# experts; benchmarks/bench_session_models.py at load 6-8), about 11 hours an epoch: no CPU budget reaches early
+# stopping (docs/results.md); a GPU does.
 BUDGET = TrainingBudget(max_epochs=50, max_minutes=120)
 
 
