@@ -135,6 +135,7 @@ PROFILES = {
 RERANK_PROFILES = {
     "quick": FinetuneOptions(
         task="rerank",
+        max_length=1024,  # the labels prompt lists 20 candidates: ~650 tokens
         max_steps=200,
         grad_accum=1,
         learning_rate=2e-3,
@@ -144,7 +145,7 @@ RERANK_PROFILES = {
         eval_steps=100,
         save_steps=25,
     ),
-    "full": FinetuneOptions(task="rerank", examples_per_user=4),
+    "full": FinetuneOptions(task="rerank", examples_per_user=4, max_length=1024),
 }
 TASK_PROFILES = {"generate": PROFILES, "rerank": RERANK_PROFILES}
 
