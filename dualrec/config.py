@@ -318,7 +318,7 @@ class LSTMConfig:
     seed: int = option(42, "random seed", SEED)
     engine: str = option(
         "torch",
-        "what trains the model: PyTorch on a mirror of its weights (faster, every core busy) or Keras's fit; the same saved model",
+        "what trains the model: PyTorch on a mirror of its weights (every core busy) or Keras's fit; the same saved model",
         choices=LSTM_ENGINES,
     )
 
