@@ -133,7 +133,7 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
         page.wait_for_timeout(1500)
         page.get_by_role("button", name="Generate").click()
         page.get_by_text("generating…").first.wait_for()
-        page.get_by_role("button", name="Stop").click()
+        page.locator(".st-key-stop button").click()  # the generation's Stop (the hybrid view has one too)
         page.wait_for_function(
             "() => [...document.querySelectorAll('[data-testid=stCaptionContainer]')].filter(c => "
             "/^stop/.test(c.innerText)).length == 2"
