@@ -255,6 +255,11 @@ def save_arrays(dataset: Dataset, target: Path) -> None:
                 f"{group}_{name}_targets": w.targets,
                 f"{group}_{name}_users": w.users,
             }
+    write_npz(target, arrays)
+
+
+def write_npz(target: Path, arrays: dict[str, np.ndarray]) -> None:
+    """Write named arrays to an .npz file atomically (temporary file, then rename)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".npz.part")
     try:

@@ -27,9 +27,7 @@ import dataclasses
 import hashlib
 import json
 import logging
-import os
 import random
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from dualrec.config import POSTER_CANDIDATE_SEEDS, POSTER_TRAIN_SAMPLES, DataConfig, paths
-from dualrec.data.dataset import PAD_ITEM, Dataset, Windows
+from dualrec.data.dataset import PAD_ITEM, Dataset, Windows, write_npz
 from dualrec.data.download import resolve_data_dir
 from dualrec.data.movielens import fingerprint_files, read_movielens, read_movies, read_users, require_files
 from dualrec.errors import ConfigError, DataError
@@ -292,14 +290,7 @@ def save_poster(data: PosterData, target: Path) -> None:
     arrays |= {"bounds": np.array([data.bounds[name] for name in SPLITS]), "valid_candidates": data.valid_candidates}
     arrays |= {f"sample_{name}": index for name, index in data.samples.items()}
     arrays |= {f"test_candidates_{seed}": draw for seed, draw in data.test_candidates.items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=target.parent, suffix=".npz.part")
-    try:
-        with os.fdopen(handle, "wb") as out:
-            np.savez(out, **arrays)
-        os.replace(temporary, target)
-    finally:
-        Path(temporary).unlink(missing_ok=True)
+    write_npz(target, arrays)
 
 
 def read_poster(source: Path, folder: Path, fingerprint: str) -> PosterData:
