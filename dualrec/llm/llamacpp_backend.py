@@ -64,7 +64,16 @@ def load_llamacpp(
         )
     except (ValueError, RuntimeError) as exc:
         raise ModelLoadError(f"llama.cpp could not load {path}: {exc}") from exc
+    if lora:
+        llama._stack.callback(leave_the_adapter_to_the_model, llama)
     return LlamaCppBackend(llama, name=name or path.name, settings=settings)
+
+
+def leave_the_adapter_to_the_model(llama) -> None:
+    """Run first when a `Llama` with a LoRA adapter closes: llama.cpp frees a loaded adapter with its model, so
+    llama-cpp-python's own free of it, which runs while contexts using it are still alive, is skipped (with it, a
+    closed or collected adapter model crashed the process: a double free, or a floating-point exception)."""
+    llama._lora_adapter = None
 
 
 class LlamaCppBackend(LLMBackend):

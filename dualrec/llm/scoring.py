@@ -268,6 +268,12 @@ class ScoringContext:
         self.context = LlamaContext(model=llama._model, params=params, verbose=False)
         self.batch = LlamaBatch(n_tokens=self.batch_tokens, embd=0, n_seq_max=1, verbose=False)
         self.llama, self.vocab, self.adapter_on, self.shared = llama, llama.n_vocab(), False, 0
+        llama._stack.callback(self.close)  # freed before the model's own context and weights, when the Llama closes
+
+    def close(self) -> None:
+        """Free this context and its batch (again a no-op)."""
+        self.batch.close()
+        self.context.close()
 
     def use_adapter(self, on: bool) -> None:
         """The model's LoRA adapter (loaded with it) on this context, or none."""
