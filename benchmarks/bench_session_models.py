@@ -23,10 +23,9 @@ from unittest import mock
 
 import torch
 
-from dualrec.data.dataset import Dataset, load_dataset
+from dualrec.data.dataset import Dataset, load_dataset, prefix_windows
 from dualrec.ranking.baselines import fitting
 from dualrec.ranking.baselines.fitting import TrainingBudget, gradient_steps  # bound before fit patches it
-from dualrec.ranking.baselines.recbole_data import prefix_windows
 from dualrec.ranking.baselines.session_models import ARCHITECTURES, SessionRecommender
 from dualrec.ranking.registry import new_system
 

@@ -12,9 +12,9 @@ if importlib.util.find_spec("recbole") is None:
 
 import torch  # noqa: E402
 
-from dualrec.data.dataset import PAD_ITEM  # noqa: E402
+from dualrec.data.dataset import PAD_ITEM, prefix_windows  # noqa: E402
 from dualrec.errors import DualrecError  # noqa: E402
-from dualrec.ranking.baselines.recbole_data import prefix_windows, write_benchmark  # noqa: E402
+from dualrec.ranking.baselines.recbole_data import write_benchmark  # noqa: E402
 from dualrec.ranking.baselines.recbole_models import (  # noqa: E402
     BUDGETS,
     DATASET_NAME,

@@ -70,11 +70,17 @@ def test_no_import_circle_between_the_packages_modules():
     assert find_circle(graph) is None
 
 
-def test_the_llm_layer_depends_on_neither_fine_tuning_nor_grounding_nor_evaluation():
-    below = [name for name in MODULES if name.startswith("dualrec.llm")]
-    above = ("dualrec.finetune", "dualrec.grounding", "dualrec.evaluation", "dualrec.app", "dualrec.commands")
-    wrong = {name: sorted(t for t in imported_modules(name) if t.startswith(above)) for name in below}
-    assert not {name: targets for name, targets in wrong.items() if targets}
+LAYERS = {  # a layer and the layers above it that it must not import
+    "dualrec.data": ("dualrec.ranking", "dualrec.llm", "dualrec.evaluation", "dualrec.app", "dualrec.commands"),
+    "dualrec.llm": ("dualrec.finetune", "dualrec.grounding", "dualrec.evaluation", "dualrec.app", "dualrec.commands"),
+}
+
+
+@pytest.mark.parametrize("layer", sorted(LAYERS))
+def test_a_layer_imports_nothing_from_the_layers_above_it(layer):
+    below = [name for name in MODULES if name == layer or name.startswith(f"{layer}.")]
+    wrong = {name: sorted(t for t in imported_modules(name) if t.startswith(LAYERS[layer])) for name in below}
+    assert below and not {name: targets for name, targets in wrong.items() if targets}
 
 
 @pytest.mark.slow

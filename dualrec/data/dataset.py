@@ -181,6 +181,21 @@ def cut_windows(
     return Windows(histories.astype(np.int32), items[targets].astype(np.int32), np.repeat(users, counts).astype(np.int32))
 
 
+def prefix_windows(dataset: Dataset, users: np.ndarray) -> Windows:
+    """Every item after the first of each user's catalogue sequence, with the (up to `window`) items before it."""
+    ratings = dataset.ratings
+    rows = ratings[(ratings["item"] >= 0) & ratings["user_id"].isin(users)]
+    items = rows["item"].to_numpy(dtype=np.int32)
+    owners = rows["user_id"].to_numpy(dtype=np.int32)
+    _, starts, lengths = sequence_bounds(owners)
+    first = np.repeat(starts, lengths)
+    targets = np.flatnonzero(np.arange(len(items)) > first)
+    window = dataset.config.window
+    positions = targets[:, None] - window + np.arange(window)
+    histories = np.where(positions >= first[targets, None], items[positions.clip(min=0)], PAD_ITEM)
+    return Windows(histories.astype(np.int32), items[targets], owners[targets])
+
+
 def split_by_user(user_ids: np.ndarray, fractions: tuple[float, float, float], seed: int) -> dict[str, np.ndarray]:
     """Users shuffled with the seed and cut 70/15/15 (by default): no user is in two splits."""
     shuffled = np.random.default_rng(seed).permutation(user_ids)

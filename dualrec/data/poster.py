@@ -36,11 +36,10 @@ import numpy as np
 import pandas as pd
 
 from dualrec.config import POSTER_CANDIDATE_SEEDS, POSTER_TRAIN_SAMPLES, DataConfig, paths
-from dualrec.data.dataset import PAD_ITEM, Dataset, Windows, write_npz
+from dualrec.data.dataset import PAD_ITEM, Dataset, Windows, prefix_windows, write_npz
 from dualrec.data.download import resolve_data_dir
 from dualrec.data.movielens import fingerprint_files, read_movielens, read_movies, read_users, require_files
 from dualrec.errors import ConfigError, DataError
-from dualrec.ranking.baselines.recbole_data import prefix_windows
 
 log = logging.getLogger(__name__)
 

@@ -13,24 +13,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from dualrec.data.dataset import PAD_ITEM, Dataset, Windows, sequence_bounds
+from dualrec.data.dataset import PAD_ITEM, Windows
 
 BENCHMARK_PART = "train"
-
-
-def prefix_windows(dataset: Dataset, users: np.ndarray) -> Windows:
-    """Every item after the first of each user's catalogue sequence, with the (up to `window`) items before it."""
-    ratings = dataset.ratings
-    rows = ratings[(ratings["item"] >= 0) & ratings["user_id"].isin(users)]
-    items = rows["item"].to_numpy(dtype=np.int32)
-    owners = rows["user_id"].to_numpy(dtype=np.int32)
-    _, starts, lengths = sequence_bounds(owners)
-    first = np.repeat(starts, lengths)
-    targets = np.flatnonzero(np.arange(len(items)) > first)
-    window = dataset.config.window
-    positions = targets[:, None] - window + np.arange(window)
-    histories = np.where(positions >= first[targets, None], items[positions.clip(min=0)], PAD_ITEM)
-    return Windows(histories.astype(np.int32), items[targets], owners[targets])
 
 
 def write_benchmark(samples: Windows, catalogue_size: int, folder: Path, name: str) -> None:

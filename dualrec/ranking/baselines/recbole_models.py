@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from dualrec.data.dataset import PAD_ITEM, Dataset
+from dualrec.data.dataset import PAD_ITEM, Dataset, prefix_windows
 from dualrec.errors import DualrecError
 from dualrec.ranking.baselines.fitting import (
     VALIDATION_K,
@@ -41,7 +41,7 @@ from dualrec.ranking.baselines.fitting import (
     torch_device,
     validation_ndcg,
 )
-from dualrec.ranking.baselines.recbole_data import BENCHMARK_PART, prefix_windows, write_benchmark
+from dualrec.ranking.baselines.recbole_data import BENCHMARK_PART, write_benchmark
 
 log = logging.getLogger(__name__)
 

@@ -3,7 +3,7 @@
 Each model is its module's port of the authors' reference code (gcegnn, hide, mcprn, attenmixer; the reference checks
 are tests/test_<model>_reference.py). This module trains one the way the RecBole baselines are trained: on every
 prefix of the training users' catalogue sequences (at most `window` movies before the target,
-recbole_data.prefix_windows), shuffled into batches of the model's `batch_size`, with the model's own loss, its
+dataset.prefix_windows), shuffled into batches of the model's `batch_size`, with the model's own loss, its
 reference's optimiser and per-epoch learning-rate decay, under a budget of epochs and minutes (fitting.TrainingBudget,
 BUDGETS), with early stopping on NDCG@10 of the validation cases (full ranking, history excluded; the best epoch's
 weights are kept). The trained model is kept under <models>/baselines/, keyed by the data and the settings, and a
@@ -36,10 +36,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from dualrec.data.dataset import Dataset, Windows, sequence_bounds
+from dualrec.data.dataset import Dataset, Windows, prefix_windows, sequence_bounds
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.ranking.baselines import attenmixer, fitting, gcegnn, hide, mcprn
-from dualrec.ranking.baselines.recbole_data import prefix_windows
 from dualrec.ranking.baselines.sessions import model_ids
 
 log = logging.getLogger(__name__)
