@@ -14,7 +14,7 @@ import torch
 
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.data.dataset import load_dataset
-from dualrec.finetune.examples import FinetuneOptions
+from dualrec.finetune.examples import short_run
 from dualrec.finetune.training import train_adapter
 from dualrec.llm import load_backend
 from dualrec.llm.peft_backend import ADAPTER_CONFIG
@@ -41,17 +41,8 @@ def greedy_ids(backend, adapter: bool) -> list[int]:
 def test_qlora_trains_a_4bit_base_and_the_adapter_reloads_on_a_4bit_base(ml_dir, tmp_path):
     dataset = load_dataset(ml_dir)
     base = str(tiny_llama(tmp_path / "base", hidden_size=256, layers=4))
-    options = FinetuneOptions(
-        base=base,
-        max_steps=12,
-        batch_size=4,
-        grad_accum=2,
-        learning_rate=5e-3,
-        examples_per_user=1,
-        val_examples=8,
-        eval_steps=6,
-        save_steps=6,
-        max_length=2048,
+    options = short_run(
+        12, base=base, batch_size=4, grad_accum=2, learning_rate=5e-3, val_examples=8, eval_steps=6, save_steps=6, max_length=2048
     )
     out = tmp_path / "qlora"
     metadata = train_adapter(dataset, StubLSTM(dataset.catalogue_size), options, out, progress=print)

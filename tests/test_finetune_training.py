@@ -24,7 +24,7 @@ from dualrec.config import paths
 from dualrec.errors import DualrecError
 from dualrec.evaluation.freeform import llm_answers
 from dualrec.finetune import progress, training
-from dualrec.finetune.examples import FinetuneOptions
+from dualrec.finetune.examples import FinetuneOptions, short_run
 from dualrec.finetune.training import CHECKPOINTS, train_adapter
 from dualrec.llm import DEFAULT_PRESET, FourBitUnavailableError, GenerationSettings, LLMError, ModelLoadError, load_backend
 from dualrec.llm.peft_backend import ADAPTER_CONFIG, METADATA_FILE, AdapterBackend, adapter_dir, base_preset
@@ -41,18 +41,7 @@ def tiny(tmp_path_factory):
 
 
 def tiny_options(base: str, **changes) -> FinetuneOptions:
-    quick = FinetuneOptions(
-        base=base,
-        max_steps=4,
-        batch_size=2,
-        grad_accum=1,
-        learning_rate=5e-2,
-        examples_per_user=1,
-        val_examples=4,
-        eval_steps=2,
-        save_steps=2,
-        max_length=2048,
-    )
+    quick = short_run(4, base=base, batch_size=2, learning_rate=5e-2, val_examples=4, eval_steps=2, save_steps=2, max_length=2048)
     return dataclasses.replace(quick, **changes)
 
 
@@ -230,16 +219,7 @@ def test_the_embedded_model_learns_and_its_adapter_reloads_offline(dataset, lstm
     the base from the GGUF conversion), generates, and agrees with its merged form; the base view is the base."""
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     out = tmp_path / "smollm2-lora"
-    options = FinetuneOptions(
-        max_steps=8,
-        batch_size=2,
-        grad_accum=1,
-        learning_rate=2e-3,
-        examples_per_user=1,
-        val_examples=2,
-        eval_steps=4,
-        save_steps=4,
-    )
+    options = short_run(8, batch_size=2, learning_rate=2e-3, val_examples=2, eval_steps=4, save_steps=4)
     metadata = train_adapter(dataset, lstm, options, out, progress=lambda message: None)
     val_losses = [entry["eval_loss"] for entry in metadata["history"] if "eval_loss" in entry]
     assert metadata["status"] == "completed" and metadata["steps"] == 8 and len(val_losses) == 3  # steps 0, 4, 8

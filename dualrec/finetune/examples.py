@@ -105,45 +105,24 @@ class FinetuneOptions:
         return dataclasses.asdict(self)
 
 
+def short_run(steps: int, **changes) -> FinetuneOptions:
+    """The options of a run of `steps` optimizer steps on one example per user, one forward pass a step (the CPU
+    profiles, the tests); `changes` set the rest."""
+    return FinetuneOptions(**({"max_steps": steps, "grad_accum": 1, "examples_per_user": 1} | changes))
+
+
 # Each task's profiles (PROFILES: generate's). generate: quick, the app's first adapter (smollm2-135m on a 2-core
 # CPU in minutes: bf16 on a CPU with native bf16, LoRA in the last 10 blocks only); cpu, the earlier quick profile
 # (28 minutes on an idle 2-core machine, fp32, every block); full, one epoch for a GPU. rerank
 # (dualrec.finetune.rerank): quick for a CPU, full for a GPU. docs/results.md: each one's time and validation loss.
 PROFILES = {
-    "quick": FinetuneOptions(
-        max_steps=60,
-        grad_accum=1,
-        learning_rate=2e-3,
-        lora_layers=10,
-        examples_per_user=1,
-        val_examples=32,
-        eval_steps=60,
-        save_steps=10,
-    ),
-    "cpu": FinetuneOptions(
-        max_steps=90,
-        grad_accum=1,
-        learning_rate=1e-3,
-        examples_per_user=1,
-        val_examples=32,
-        eval_steps=30,
-        save_steps=20,
-        mixed_precision=False,
-    ),
+    "quick": short_run(60, learning_rate=2e-3, lora_layers=10, val_examples=32, eval_steps=60, save_steps=10),
+    "cpu": short_run(90, learning_rate=1e-3, val_examples=32, eval_steps=30, save_steps=20, mixed_precision=False),
     "full": FinetuneOptions(),
 }
 RERANK_PROFILES = {
-    "quick": FinetuneOptions(
-        task="rerank",
-        max_length=1024,  # the labels prompt lists 20 candidates: ~650 tokens
-        max_steps=200,
-        grad_accum=1,
-        learning_rate=2e-3,
-        lora_layers=10,
-        examples_per_user=1,
-        val_examples=64,
-        eval_steps=100,
-        save_steps=25,
+    "quick": short_run(  # the labels prompt lists 20 candidates: ~650 tokens
+        200, task="rerank", max_length=1024, learning_rate=2e-3, lora_layers=10, val_examples=64, eval_steps=100, save_steps=25
     ),
     "full": FinetuneOptions(task="rerank", examples_per_user=4, max_length=1024),
 }
