@@ -142,6 +142,19 @@ def positive_minutes(text: str) -> float:
     return minutes
 
 
+def run_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The keywords of an evaluation run (harness.evaluate, evaluate_poster) from `dualrec evaluate`'s options; its
+    progress goes to stderr."""
+    return {
+        "split": args.split,
+        "samples": args.bootstrap,
+        "seed": args.seed,
+        "lstm_dir": args.lstm_dir,
+        "baseline_minutes": args.baseline_minutes,
+        "progress": lambda message: print(message, file=sys.stderr),
+    }
+
+
 def print_json(value: Any) -> None:
     json.dump(value, sys.stdout, indent=2, default=str)
     sys.stdout.write("\n")

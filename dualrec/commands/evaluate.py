@@ -17,6 +17,7 @@ from dualrec.commands.common import (
     data_config,
     options_from_args,
     positive_minutes,
+    run_settings,
 )
 from dualrec.commands.poster import add_poster_options, poster_options, run_poster
 from dualrec.config import AT_LEAST_1, BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_PROTOCOLS, FREEFORM, POSTER_PROTOCOL, SEED, paths
@@ -251,17 +252,7 @@ def run(args: argparse.Namespace) -> None:
     )
     systems = ready_nir(ready_hybrid(systems, protocols, hybrid, dataset, args), protocols, nir, dataset, out)
     systems = ready_unisrec(systems, unisrec, dataset, args)
-    document = evaluate(
-        [*systems, *shared_models(answering)],
-        dataset,
-        protocols,
-        args.split,
-        args.bootstrap,
-        args.seed,
-        args.lstm_dir,
-        args.baseline_minutes,
-        progress=lambda message: print(message, file=sys.stderr),
-    )
+    document = evaluate([*systems, *shared_models(answering)], dataset, protocols, **run_settings(args))
     document["options"]["data_dir"] = args.data_dir
     name_the_sample(document, dataset, args)
     path = write_results(document, out)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
-from dualrec.commands.common import add_field_options, options_from_args
+from dualrec.commands.common import add_field_options, options_from_args, run_settings
 from dualrec.config import POSTER_PROTOCOL, PosterConfig
 from dualrec.errors import ConfigError
 from dualrec.evaluation.results import poster_comparison_table, results_tables, write_results
@@ -47,17 +46,7 @@ def run_poster(args: argparse.Namespace, systems: list[str], options: PosterConf
 
     check_poster_run(systems, args.split)
     data = load_poster(args.data_dir, use_cache=not args.no_cache)
-    document = evaluate_poster(
-        systems,
-        data,
-        options,
-        args.split,
-        args.bootstrap,
-        args.seed,
-        args.lstm_dir,
-        args.baseline_minutes,
-        progress=lambda message: print(message, file=sys.stderr),
-    )
+    document = evaluate_poster(systems, data, options, **run_settings(args))
     document["options"]["data_dir"] = args.data_dir
     path = write_results(document, out)
     print(results_tables(document["results"]))

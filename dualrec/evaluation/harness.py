@@ -210,6 +210,23 @@ def checked_run(systems: Sequence, protocols: Sequence[str] | None, config: Data
     return protocols
 
 
+def system_name(system: str | object) -> str:
+    return system if isinstance(system, str) else system.name
+
+
+def run_options(
+    systems: Sequence, protocols: Sequence[str], split: str, lstm_dir: str | Path | None, baseline_minutes: float | None
+) -> dict:
+    """A results document's "options": the systems' names, the protocols, the split and how names were made ready."""
+    return {
+        "systems": [system_name(system) for system in systems],
+        "protocols": list(protocols),
+        "split": split,
+        "lstm_dir": lstm_dir and str(lstm_dir),
+        "baseline_minutes": baseline_minutes,
+    }
+
+
 def evaluate(
     systems: Sequence[str | Recommender | ListRecommender | CandidateRanker],
     dataset: Dataset,
@@ -227,7 +244,7 @@ def evaluate(
     `baseline_minutes`); an object is used as given."""
     protocols = checked_run(systems, protocols, dataset.config)
     started = time.perf_counter()
-    names = [system if isinstance(system, str) else system.name for system in systems]
+    names = [system_name(system) for system in systems]
     entries, skipped = [], []
     for name, system in zip(names, systems):
         applies = (FREEFORM,) if isinstance(system, ListRecommender) else dataset.config.scored_protocols
@@ -238,7 +255,6 @@ def evaluate(
             ready = time.perf_counter()
             system = load_system(system, dataset, lstm_dir, baseline_minutes) if isinstance(system, str) else system
             entries += evaluate_system(system, dataset, split, chosen, samples, seed, time.perf_counter() - ready, progress)
-    options = {"systems": names, "protocols": protocols, "split": split, "lstm_dir": lstm_dir and str(lstm_dir)}
-    options["baseline_minutes"] = baseline_minutes
+    options = run_options(systems, protocols, split, lstm_dir, baseline_minutes)
     seconds = time.perf_counter() - started
     return results_document(entries, dataset, split, samples, seed, seconds) | {"options": options, "skipped": skipped}

@@ -23,7 +23,7 @@ import numpy as np
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_KS, POSTER_PROTOCOL, LSTMConfig, PosterConfig, paths
 from dualrec.data.dataset import Dataset, Windows
 from dualrec.data.poster import PosterData, poster_dataset
-from dualrec.evaluation.harness import check_names, ranks_of_lists
+from dualrec.evaluation.harness import check_names, ranks_of_lists, run_options, system_name
 from dualrec.evaluation.metrics import interval, ndcg
 from dualrec.evaluation.results import result_entry, results_document
 from dualrec.ranking.base import CandidateRanker, Progress, Recommender
@@ -167,7 +167,7 @@ def evaluate_poster(
     dataset = poster_dataset(data, config.train_sample)
     entries = []
     for system in systems:
-        name = system if isinstance(system, str) else system.name
+        name = system_name(system)
         progress(f"{name}: preparing on {len(dataset.split_users['train'])} training sessions")
         ready = time.perf_counter()
         model = ready_system(system, dataset, lstm_dir, baseline_minutes, progress)
@@ -181,6 +181,5 @@ def evaluate_poster(
         "sessions": len(data.sessions),
         "splits": {name: stop - start for name, (start, stop) in data.bounds.items()},
     } | config.as_dict()
-    document["options"] = {"systems": [s if isinstance(s, str) else s.name for s in systems], "protocols": [POSTER_PROTOCOL]}
-    document["options"] |= {"split": split, "lstm_dir": lstm_dir and str(lstm_dir), "baseline_minutes": baseline_minutes}
+    document["options"] = run_options(systems, [POSTER_PROTOCOL], split, lstm_dir, baseline_minutes)
     return document
