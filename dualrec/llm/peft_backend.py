@@ -12,17 +12,17 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Iterator
-from contextlib import nullcontext
+from contextlib import contextmanager, nullcontext
 
 from peft import PeftModel
-from transformers import LogitsProcessor, PreTrainedTokenizerBase
+from transformers import PreTrainedTokenizerBase
 
 from dualrec.llm.adapters import ADAPTER_CONFIG as ADAPTER_CONFIG  # the trainer, the CLI and the tests import these here
 from dualrec.llm.adapters import METADATA_FILE as METADATA_FILE
 from dualrec.llm.adapters import AdapterSpec, local_preset
 from dualrec.llm.adapters import adapter_dir as adapter_dir
 from dualrec.llm.adapters import read_metadata as read_metadata
-from dualrec.llm.base import GenerationSettings, Message
+from dualrec.llm.base import GenerationSettings
 from dualrec.llm.presets import Preset, build_backend
 from dualrec.llm.transformers_backend import TransformersBackend
 
@@ -69,12 +69,7 @@ class AdapterBackend(TransformersBackend):
             lock=self._lock,
         )
 
-    def _generate(
-        self,
-        messages: list[Message],
-        settings: GenerationSettings,
-        stop: threading.Event,
-        processor: LogitsProcessor | None = None,
-    ) -> Iterator[str]:
+    @contextmanager
+    def _generating(self) -> Iterator[None]:
         with self._lock, nullcontext() if self.adapter else self.model.disable_adapter():
-            yield from super()._generate(messages, settings, stop, processor)
+            yield

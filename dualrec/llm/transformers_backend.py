@@ -14,6 +14,7 @@ import shutil
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
 
 import torch
@@ -191,7 +192,7 @@ class TransformersBackend(LLMBackend):
                 failure.append(exc)
                 streamer.end()
 
-        with self._lock:
+        with self._generating():
             if settings.seed is not None:
                 torch.manual_seed(settings.seed)  # torch's global generator: sampling is then repeatable
             worker = threading.Thread(target=work, name=f"generate-{self.name}", daemon=True)
@@ -205,6 +206,10 @@ class TransformersBackend(LLMBackend):
                 worker.join()
         if failure:
             raise LLMError(f"{self.name} failed while generating: {failure[0]}") from failure[0]
+
+    def _generating(self) -> AbstractContextManager:
+        """Held while the model generates an answer: the backend's lock (AdapterBackend also sets its adapter)."""
+        return self._lock
 
     def close(self) -> None:
         del self.model
