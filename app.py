@@ -6,7 +6,7 @@ import streamlit as st
 
 from dualrec.app import adapter_training
 from dualrec.app import state as app_state
-from dualrec.app.tables import default_models, finetune_hint, model_description
+from dualrec.app.tables import default_models, model_description
 from dualrec.config import paths
 from dualrec.data.dataset import Dataset
 from dualrec.errors import DualrecError
@@ -32,7 +32,8 @@ def model_pickers() -> None:
         spec = st.selectbox(f"Model {label}", choices, index=choices.index(default), key=key)
         st.caption(model_description(spec))
     if not any("+" in spec for spec in choices):
-        st.caption(finetune_hint(paths().models))
+        hint = adapter_training.finetune_hint(paths().models, app_state.settings().data_dir, app_state.dataset_or_none())
+        st.caption(hint)
     quick_adapter()
 
 

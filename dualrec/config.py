@@ -336,7 +336,6 @@ PROMPT_K = 3  # movies the poster's prompt asks for
 FREEFORM = "freeform"  # the protocol of generated answers, matched to MovieLens
 FREEFORM_TEMPLATE = "list-k"  # the freeform evaluation and fine-tuning: K titles in the format the parser reads best
 FREEFORM_K = 10  # enough titles for HR@10
-FINETUNE_COMMAND = "dualrec finetune --base smollm2-135m --profile quick --out adapters/smollm2-135m-quick"
 
 # Where `dualrec train lstm` saves by default (under paths().models), and the command that does it.
 LSTM_FOLDER = "lstm"

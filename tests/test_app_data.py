@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from dualrec.app import figures
+from dualrec.app import adapter_training, figures
 from dualrec.app import tables as app_data
 from dualrec.app.imported import builder_history, matched_table, missing_table
 from dualrec.app.streaming import BackgroundTask, LiveAnswer
@@ -122,7 +122,8 @@ def test_status_line_says_waiting_streaming_and_done():
 
 def test_adapters_are_offered_beside_the_presets(tmp_path):
     assert app_data.default_models(app_data.model_choices(tmp_path)) == ("smollm2-135m", "smollm2-135m")
-    assert "not in this version" in app_data.finetune_hint(tmp_path) or "dualrec finetune" in app_data.finetune_hint(tmp_path)
+    hint = adapter_training.finetune_hint(tmp_path, "", None)
+    assert hint.startswith(f"No LoRA adapter in {tmp_path} yet. Make one with `dualrec finetune --base smollm2-135m")
     adapter = tmp_path / "adapters" / "smollm2-lora"
     for folder in (adapter, adapter / "checkpoint-20"):
         folder.mkdir(parents=True)

@@ -6,6 +6,7 @@ tiny local Llama (tests.finetune_fixtures) so a training takes seconds; everythi
 from __future__ import annotations
 
 import json
+import shlex
 import shutil
 import time
 from pathlib import Path
@@ -88,7 +89,7 @@ def spec(ml_dir: Path) -> str:
 
 def test_the_button_trains_the_quick_adapter_with_progress_and_column_b_switches_to_it(app_home, ml_dir):
     at = run()
-    assert "No LoRA adapter" in texts(at.sidebar.caption)
+    hint = next(line for line in texts(at.sidebar.caption).splitlines() if line.startswith("No LoRA adapter"))
     button(at, "Train the quick LoRA adapter now").click()
     progress = []
 
@@ -103,6 +104,10 @@ def test_the_button_trains_the_quick_adapter_with_progress_and_column_b_switches
     assert button(at, "Train the quick LoRA adapter") is None and not at.sidebar.error
     metadata = json.loads((adapter_training.adapter_folder(load_dataset(ml_dir)) / METADATA_FILE).read_text())
     assert metadata["status"] == "completed" and metadata["steps"] == 4
+    command = adapter_training.current_job().command  # python -m dualrec ARGUMENTS EXTRA_OPTIONS
+    shown = shlex.split(hint.split("`")[1])  # the hint's command: what the button ran, into the same folder
+    assert shown == ["dualrec", *command[3 : len(command) - len(adapter_training.EXTRA_OPTIONS)]]
+    assert shown[shown.index("--out") + 1] == adapter_training.adapter_name(load_dataset(ml_dir))
 
 
 def test_the_progress_bar_says_step_loss_and_time_left(app_home, ml_dir, monkeypatch):

@@ -12,6 +12,7 @@ off the UI thread, followed through the folder's progress file (dualrec.finetune
 from __future__ import annotations
 
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -41,6 +42,20 @@ SWITCHED = "switched_to_adapter"  # session state: the training (its job's id) w
 def adapter_name(dataset: Dataset) -> str:
     """The quick adapter's folder for this data, relative to the models folder."""
     return f"adapters/{Path(BASE).name}-{PROFILE}-{dataset.fingerprint[:8]}"
+
+
+def finetune_arguments(data_dir: str, dataset: Dataset | None) -> list[str]:
+    """The `dualrec finetune` arguments of this data's quick adapter: what the button runs and the hint shows (with no
+    readable data, no folder: the command's default)."""
+    folder = ["--data-dir", data_dir] if data_dir else []
+    out = ["--out", adapter_name(dataset)] if dataset is not None else []
+    return ["finetune", "--base", BASE, "--profile", PROFILE, *folder, *out]
+
+
+def finetune_hint(models_dir: Path, data_dir: str, dataset: Dataset | None) -> str:
+    """What to do when no LoRA adapter exists: the command that makes this data's quick adapter."""
+    command = shlex.join(["dualrec", *finetune_arguments(data_dir, dataset)])
+    return f"No LoRA adapter in {models_dir} yet. Make one with `{command}`; it then appears in these lists."
 
 
 def adapter_folder(dataset: Dataset) -> Path:
@@ -94,8 +109,8 @@ class AdapterJob:
     def __init__(self, data_dir: str, dataset: Dataset, resume: bool) -> None:
         self.data_dir, self.name, self.model = data_dir, adapter_name(dataset), adapter_model(dataset)
         self.folder = adapter_folder(dataset)
-        self.command = [sys.executable, "-m", "dualrec", "finetune", "--profile", PROFILE, "--base", BASE]
-        self.command += ["--data-dir", data_dir, "--out", self.name, *(["--resume"] if resume else []), *EXTRA_OPTIONS]
+        self.command = [sys.executable, "-m", "dualrec", *finetune_arguments(data_dir, dataset)]
+        self.command += [*(["--resume"] if resume else []), *EXTRA_OPTIONS]
         self.lines: deque[str] = deque(maxlen=OUTPUT_LINES)
         self.returncode: int | None = None
         self.cancelled = False

@@ -17,7 +17,7 @@ import pandas as pd
 from rapidfuzz import fuzz, process, utils
 
 from dualrec.app.streaming import LiveAnswer
-from dualrec.config import FINETUNE_COMMAND, GENRES, PROMPT_K, PROMPT_TEMPLATE, DataConfig
+from dualrec.config import GENRES, PROMPT_K, PROMPT_TEMPLATE, DataConfig
 from dualrec.data.dataset import Dataset, choose_catalogue, describe_user
 from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
@@ -288,11 +288,6 @@ def prompt_caption(spec: str, template: str, k: int) -> str:
     if (trained.template, trained.k) == (template, k):
         return f"Prompt: {template}, K {k}: the prompt its adapter was trained on."
     return f"Prompt: {template}, K {k}; its adapter was trained on {trained.template}, K {trained.k}: this prompt is new to it."
-
-
-def finetune_hint(models_dir: Path) -> str:
-    """What to do when no LoRA adapter exists: the command that makes one."""
-    return f"No LoRA adapter in {models_dir} yet. Make one with `{FINETUNE_COMMAND}`; it then appears in these lists."
 
 
 def model_description(spec: str) -> str:
