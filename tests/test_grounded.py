@@ -123,18 +123,27 @@ def test_allowed_movies_restrict_the_answer_to_a_candidate_set(dataset) -> None:
         answer_constraint(dataset, history, 3, allowed=[999999])
 
 
+CHARACTER_TEXTS = [*TITLES, " Heat (1995)", " Heat (1995) 2 (1999)"]  # the second starts with the first
+CHARACTERS = sorted({c for text in CHARACTER_TEXTS for c in text} | set("0123456789.[]\n "))
+
+
+def character_tokens(text: str) -> list[int]:
+    """One token per character of CHARACTERS; token 0 ends the answer."""
+    return [CHARACTERS.index(c) + 1 for c in text]
+
+
+def character_setting(excluded: int) -> tuple[AnswerConstraint, PrefixTree]:
+    """4 distinct lines of CHARACTER_TEXTS but the excluded one, and the texts' token tree."""
+    choices = ChoiceSet([Choice(text, f" [{i}]") for i, text in enumerate(CHARACTER_TEXTS)])
+    constraint = AnswerConstraint(choices, k=4, excluded=frozenset({excluded}))
+    return constraint, PrefixTree([tuple(character_tokens(text)) for text in CHARACTER_TEXTS])
+
+
 @pytest.mark.parametrize("seed", range(5))
 def test_the_token_processor_only_lets_allowed_distinct_lines_through(seed: int) -> None:
     """GroundedLines driven by random logits over a one-character-per-token vocabulary (token 0 ends the answer)."""
-    texts = [*TITLES, " Heat (1995)", " Heat (1995) 2 (1999)"]
-    choices = ChoiceSet([Choice(text, f" [{i}]") for i, text in enumerate(texts)])
-    constraint = AnswerConstraint(choices, k=4, excluded=frozenset({1}))
-    vocabulary = sorted({c for text in texts for c in text} | set("0123456789.[]\n "))
-
-    def encode(text: str) -> list[int]:
-        return [vocabulary.index(c) + 1 for c in text]
-
-    processor = GroundedLines(constraint, PrefixTree([tuple(encode(t)) for t in texts]), encode, end=0)
+    texts, vocabulary = CHARACTER_TEXTS, CHARACTERS
+    processor = GroundedLines(*character_setting(excluded=1), character_tokens, end=0)
     generator, ids = torch.Generator().manual_seed(seed), torch.zeros((1, 1), dtype=torch.long)
     while ids.shape[1] == 1 or ids[0, -1] != 0:
         scores = processor(ids, torch.rand((1, len(vocabulary) + 1), generator=generator))
@@ -151,15 +160,8 @@ def test_the_token_processor_only_lets_allowed_distinct_lines_through(seed: int)
 def test_our_token_decoder_picks_only_allowed_tokens_and_writes_distinct_allowed_lines(seed: int, temperature: float) -> None:
     """TokenWalker and pick_token as the llama.cpp backend drives them, on random logits over a one-character-per-token
     vocabulary (token 0 ends the answer): greedy and sampled, every pick allowed, the answer K distinct allowed lines."""
-    texts = [*TITLES, " Heat (1995)", " Heat (1995) 2 (1999)"]
-    choices = ChoiceSet([Choice(text, f" [{i}]") for i, text in enumerate(texts)])
-    constraint = AnswerConstraint(choices, k=4, excluded=frozenset({2}))
-    vocabulary = sorted({c for text in texts for c in text} | set("0123456789.[]\n "))
-
-    def encode(text: str) -> list[int]:
-        return [vocabulary.index(c) + 1 for c in text]
-
-    walker = TokenWalker(constraint, PrefixTree([tuple(encode(t)) for t in texts]), encode, end=0)
+    texts, vocabulary = CHARACTER_TEXTS, CHARACTERS
+    walker = TokenWalker(*character_setting(excluded=2), character_tokens, end=0)
     rng, logits = np.random.default_rng(seed), np.random.default_rng(seed + 100)
     written = []
     while (allowed := walker.allowed()) != [0]:
