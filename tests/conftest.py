@@ -128,6 +128,17 @@ def lstm(dataset, tiny_lstm_dir: Path):
     return load_lstm(tiny_lstm_dir, dataset)
 
 
+def app_folders(patch: pytest.MonkeyPatch, home: Path, ml_dir: Path, tiny_lstm_dir: Path) -> Path:
+    """Point DUALREC_HOME at `home`, holding a copy of the tiny trained LSTM, and the data folder at `ml_dir` (for the app
+    tests: `patch` is their MonkeyPatch, which undoes both)."""
+    from dualrec.config import paths
+
+    patch.setenv("DUALREC_HOME", str(home))
+    patch.setenv("DUALREC_DATA_DIR", str(ml_dir))
+    shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
+    return home
+
+
 @pytest.fixture(scope="session")
 def real_data_dir() -> Path:
     """The real MovieLens 1M folder, for tests marked realdata (they are skipped, with the reason, when it is missing)."""

@@ -20,11 +20,10 @@ from streamlit.testing.v1 import AppTest
 from dualrec.app import state as app_state
 from dualrec.app.comparison import SharedModel
 from dualrec.app.recordings import Recording, RecordingStore
-from dualrec.config import paths
 from dualrec.data.dataset import load_dataset
 from dualrec.evaluation.results import result_entry, results_document, write_results
 from dualrec.llm import GenerationSettings, LLMBackend, Message
-from tests.conftest import NAMESAKES
+from tests.conftest import NAMESAKES, app_folders
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 TIMEOUT = 300  # the embedded model on a busy 2-core machine
@@ -34,16 +33,11 @@ LOADING = "Loading the LSTM in the background"
 @pytest.fixture(scope="module")
 def app_env(ml_dir, tiny_lstm_dir, tmp_path_factory):
     """DUALREC_HOME with a tiny trained LSTM, the generated MovieLens folder as the data folder."""
-    home = tmp_path_factory.mktemp("app-home")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DUALREC_HOME", str(home))
-        patch.setenv("DUALREC_DATA_DIR", str(ml_dir))
-        patch.delenv("DEEPSEEK_API_KEY", raising=False)
-        patch.delenv("DUALREC_LLM_BASE_URL", raising=False)
-        patch.delenv("DUALREC_LLM_MODEL", raising=False)
-        dataset = load_dataset(ml_dir)
-        shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
-        yield SimpleNamespace(home=home, dataset=dataset, data_dir=ml_dir)
+        home = app_folders(patch, tmp_path_factory.mktemp("app-home"), ml_dir, tiny_lstm_dir)
+        for name in ("DEEPSEEK_API_KEY", "DUALREC_LLM_BASE_URL", "DUALREC_LLM_MODEL"):
+            patch.delenv(name, raising=False)
+        yield SimpleNamespace(home=home, dataset=load_dataset(ml_dir), data_dir=ml_dir)
 
 
 @pytest.fixture

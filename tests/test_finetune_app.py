@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import shutil
 import time
 from pathlib import Path
 
@@ -21,10 +20,10 @@ from dualrec.config import paths
 from dualrec.data.dataset import load_dataset
 from dualrec.finetune.progress import training_lock
 from dualrec.llm.adapters import ADAPTER_CONFIG, METADATA_FILE
+from tests.conftest import app_folders
 from tests.finetune_fixtures import tiny_llama
+from tests.test_app_pages import run, texts
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-TIMEOUT = 300
 TINY_TRAINING = ("--batch-size", "2", "--val-examples", "2", "--max-length", "2048")
 
 
@@ -36,9 +35,7 @@ def tiny(tmp_path_factory):
 @pytest.fixture
 def app_home(ml_dir, tiny_lstm_dir, tiny, tmp_path, monkeypatch):
     """A DUALREC_HOME with the tiny LSTM and no adapter; the app trains the tiny Llama; no job left from another test."""
-    monkeypatch.setenv("DUALREC_HOME", str(tmp_path))
-    monkeypatch.setenv("DUALREC_DATA_DIR", str(ml_dir))
-    shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
+    app_folders(monkeypatch, tmp_path, ml_dir, tiny_lstm_dir)
     monkeypatch.setattr(adapter_training, "BASE", tiny)
     steps(monkeypatch, 4)
     adapter_training._jobs.clear()
@@ -52,16 +49,6 @@ def app_home(ml_dir, tiny_lstm_dir, tiny, tmp_path, monkeypatch):
 def steps(monkeypatch, count: int, save: int = 2) -> None:
     options = ("--steps", str(count), "--eval-steps", str(count), "--save-steps", str(save), *TINY_TRAINING)
     monkeypatch.setattr(adapter_training, "EXTRA_OPTIONS", options)
-
-
-def run(at: AppTest | None = None) -> AppTest:
-    at = (at or AppTest.from_file(APP, default_timeout=TIMEOUT)).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
-
-
-def texts(elements) -> str:
-    return "\n".join(str(e.value) for e in elements)
 
 
 def button(at: AppTest, start: str):

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import shutil
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,7 +16,6 @@ from streamlit.testing.v1 import AppTest
 import tests.llm_fixtures  # noqa: F401  (offline hub)
 from dualrec.app.hybrid_view import RUN, hybrid_table, moves_figure, start_hybrid
 from dualrec.cli import main
-from dualrec.config import paths
 from dualrec.data.dataset import PAD_ITEM
 from dualrec.errors import ConfigError, DualrecError
 from dualrec.evaluation.freeform import sample_cases
@@ -37,6 +34,9 @@ from dualrec.ranking.hybrid import (
     top_unseen,
 )
 from dualrec.ranking.registry import load_system, system_names
+from tests.conftest import app_folders
+from tests.test_app_pages import run as page
+from tests.test_app_pages import texts
 
 CASES = 6  # validation and test cases drawn for the runs that ask the LLM (each case scores its candidates)
 
@@ -268,6 +268,10 @@ def test_evaluate_runs_lstm_and_hybrid_on_the_same_drawn_cases(ml_dir, tiny_lstm
         "0,1",
         "--hybrid-limit",
         "4",
+        "--hybrid-valid-limit",
+        "3",
+        "--negative-seeds",
+        "2",
         "--hybrid-limit-seed",
         "7",
         "--bootstrap",
@@ -281,9 +285,11 @@ def test_evaluate_runs_lstm_and_hybrid_on_the_same_drawn_cases(ml_dir, tiny_lstm
         ("hybrid, smollm2-135m, likelihood, top 3 (4 test cases, seed 7)", "full"),
         ("hybrid, smollm2-135m, likelihood, top 3 (4 test cases, seed 7)", "sampled-20"),
     ]
-    assert document["options"]["case_sample"] == {"limit": 4, "seed": 7, "val_cases": 4, "test_cases": 4}
+    sample = {"limit": 4, "valid_limit": 3, "seed": 7, "val_cases": 3, "test_cases": 4}
+    assert {key: document["options"]["case_sample"][key] for key in sample} == sample
+    assert document["results"][1]["extra"]["negative_seeds"] == [2]
     hybrid_full = document["results"][2]
-    assert hybrid_full["options"]["selection"]["cases"] == 4 and hybrid_full["options"]["weight"] in (0.0, 1.0)
+    assert hybrid_full["options"]["selection"]["cases"] == 3 and hybrid_full["options"]["weight"] in (0.0, 1.0)
     assert "paired" in hybrid_full["extra"] and "HR@3" in hybrid_full["extra"]["ceiling"]
     printed = capsys.readouterr().out
     assert "Paired with the baseline on the same cases" in printed
@@ -292,24 +298,12 @@ def test_evaluate_runs_lstm_and_hybrid_on_the_same_drawn_cases(ml_dir, tiny_lstm
 
 # ---- the app's view (dualrec.app.hybrid_view, on the Recommend page) -------------------------------------------------
 
-APP = str(Path(__file__).resolve().parents[1] / "app.py")
-
 
 @pytest.fixture(scope="module")
 def app_home(ml_dir, tiny_lstm_dir, tmp_path_factory):
     """DUALREC_HOME with the tiny trained LSTM, the generated MovieLens folder as the data folder."""
-    home = tmp_path_factory.mktemp("hybrid-app-home")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("DUALREC_HOME", str(home))
-        patch.setenv("DUALREC_DATA_DIR", str(ml_dir))
-        shutil.copytree(tiny_lstm_dir, paths().models / "lstm")
-        yield home
-
-
-def page(at: AppTest | None = None) -> AppTest:
-    at = (at or AppTest.from_file(APP, default_timeout=300)).run()
-    assert not at.exception, [e.value for e in at.exception]
-    return at
+        yield app_folders(patch, tmp_path_factory.mktemp("hybrid-app-home"), ml_dir, tiny_lstm_dir)
 
 
 def with_lstm(at: AppTest) -> AppTest:
@@ -334,10 +328,6 @@ def finished(at: AppTest) -> AppTest:
 def watched(dataset, count: int) -> list[int]:
     """The first movies (ids) a test user watched."""
     return [int(m) for m in dataset.catalogue[dataset.user_items(int(dataset.cases["test"].users[0]))[:count]]]
-
-
-def texts(elements) -> str:
-    return "\n".join(str(element.value) for element in elements)
 
 
 @pytest.mark.llm
