@@ -89,19 +89,7 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
         browser = launch_chromium(driver)
         page = browser.new_page(viewport={"width": 1500, "height": 3400})
         page.set_default_timeout(WAIT_MS)
-        page.goto(app_url)
-        page.get_by_role("button", name="Generate").wait_for()
-
-        box = page.get_by_label("User id")
-        box.fill(str(user))
-        box.press("Enter")
-        page.get_by_text(f"User {user}:").wait_for()
-        page.get_by_text("LSTM top-1").wait_for()
-        page.get_by_text("Generation settings").click()
-        tokens = page.get_by_label("Max new tokens")
-        tokens.fill("40")
-        tokens.press("Enter")
-        page.wait_for_timeout(1500)
+        open_user(page, app_url, user, max_new_tokens=40)
         page.get_by_role("button", name="Generate").click()
 
         streamed: dict[int, set[str]] = {0: set(), 1: set()}  # per column, the "generating… N tokens" states seen
@@ -128,6 +116,7 @@ def test_generate_in_a_real_browser(app_url, ml_dir):
         # one genre-overlap chart once the page's last run has ended (a run in flight may still show the stale one)
         playwright.expect(page.get_by_text("Genre profile: history vs LSTM pick")).to_have_count(1)
 
+        tokens = page.get_by_label("Max new tokens")
         tokens.fill("400")  # a long answer, stopped while it streams
         tokens.press("Enter")
         page.wait_for_timeout(1500)
@@ -151,9 +140,10 @@ def letters(text: str) -> str:
     return re.sub(r"[^a-z]+", "", text.lower())
 
 
-def open_user(page, url: str, user: int) -> None:
+def open_user(page, url: str, user: int, max_new_tokens: int = 24) -> None:
     """A session on the Recommend page with `user`'s history, its LSTM pick shown and short answers set."""
     page.goto(url)
+    page.get_by_role("button", name="Generate").wait_for()
     box = page.get_by_label("User id")
     box.fill(str(user))
     box.press("Enter")
@@ -161,7 +151,7 @@ def open_user(page, url: str, user: int) -> None:
     page.get_by_text("LSTM top-1").wait_for()
     page.get_by_text("Generation settings").click()
     tokens = page.get_by_label("Max new tokens")
-    tokens.fill("24")
+    tokens.fill(str(max_new_tokens))
     tokens.press("Enter")
     page.wait_for_timeout(1500)
 
