@@ -7,6 +7,7 @@ scattered literal elsewhere in the code.
 from __future__ import annotations
 
 import functools
+import json
 import math
 import numbers
 import os
@@ -233,13 +234,17 @@ class DataConfig:
     split_mode: str = option("user", "split users or, as the poster did, windows", choices=SPLIT_MODES)
     title_max_tokens: int = option(10, bounds=AT_LEAST_1)
     negatives: int = option(19, bounds=AT_LEAST_1)
-    negative_seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), bounds=SEED)
+    negative_seeds: tuple[int, ...] = option((0, 1, 2, 3, 4), "the sampled protocol's negative draws, one per seed", SEED)
 
     def __post_init__(self) -> None:
         fractions = self.split_fractions  # each fraction is checked on its own, their sum here
         numbers_given = isinstance(fractions, tuple) and all(fits(fraction, float) for fraction in fractions)
         off = numbers_given and abs(sum(fractions) - 1.0) > 1e-9
-        check_options(self, "data", f"split_fractions must sum to 1, not {fractions!r}" if off else None)
+        seeds = self.negative_seeds
+        repeated = isinstance(seeds, tuple) and len(set(seeds)) < len(seeds)
+        problem = f"split_fractions must sum to 1, not {fractions!r}" if off else None
+        problem = problem or (f"--negative-seeds must not repeat a seed, not {seeds!r}" if repeated else None)
+        check_options(self, "data", problem)
 
     @property
     def min_user_ratings(self) -> int:
@@ -253,6 +258,15 @@ class DataConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
+
+    def trains_like(self, saved: dict) -> bool:
+        """Whether a model trained under the options `saved` (an `as_dict`, maybe read back from JSON) saw the same
+        windows and split: the sampled protocols' negatives only change scoring, so they may differ."""
+        scoring_only = ("negatives", "negative_seeds")
+        ours = json.loads(json.dumps(self.as_dict()))
+        return {key: value for key, value in ours.items() if key not in scoring_only} == {
+            key: value for key, value in json.loads(json.dumps(saved)).items() if key not in scoring_only
+        }
 
 
 POSTER_PROTOCOL = "poster"  # the poster's own protocol: PO4ISR's ML-1M sessions and 20 candidates (dualrec.data.poster)

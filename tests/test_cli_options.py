@@ -239,6 +239,8 @@ CASES = [
     case("evaluate", TYPE, ["--hybrid-weights", "0,w"], "argument --hybrid-weights: '0,w' is not a comma-separated list"),
     below_one("evaluate", "--hybrid-limit"),
     not_int("evaluate", "--hybrid-limit", "half"),
+    below_one("evaluate", "--hybrid-valid-limit"),
+    not_int("evaluate", "--hybrid-valid-limit", "half"),
     bad_seed("evaluate", "--hybrid-limit-seed"),
     not_int("evaluate", "--hybrid-limit-seed", "x"),
     case("evaluate", RANGE, ["--text-encoder", "{fixture}/no-encoder"], "Text encoder '{fixture}/no-encoder' is neither"),
@@ -253,6 +255,14 @@ CASES = [
         ["--candidate-seeds", "0,7", "--protocol", "poster"],
         "Invalid poster protocol options: --candidate-seeds must be PO4ISR's, one or more of 0, 10, 42, 625, 2023, not (0, 7).",
     ),
+    case(
+        "evaluate",
+        RANGE,
+        ["--negative-seeds", "0,-1"],
+        "Invalid data options: --negative-seeds must be one or more values, each a whole number from 0 to 4294967295",
+    ),
+    case("evaluate", RANGE, ["--negative-seeds", "3,3"], "Invalid data options: --negative-seeds must not repeat a seed"),
+    case("evaluate", TYPE, ["--negative-seeds", "0,x"], "argument --negative-seeds: '0,x' is not a comma-separated list"),
     case(
         "evaluate", TYPE, ["--candidate-seeds", "0,x"], "argument --candidate-seeds: '0,x' is not a comma-separated list of whole"
     ),

@@ -142,3 +142,10 @@ def test_catalogue_features_line_up_with_items(dataset):
     first = dataset.catalogue_movies.iloc[0]
     assert features.genres[0].tolist() == first["genre_vector"].astype(float).tolist()
     assert (features.title_tokens[:, 0] > 1).all()  # every title has a known first word
+
+
+def test_a_model_trained_under_other_negative_draws_saw_the_same_windows_and_split():
+    saved = DataConfig().as_dict() | {"negative_seeds": [0, 1, 2, 3, 4], "split_fractions": [0.7, 0.15, 0.15]}  # read from JSON
+    assert DataConfig(negative_seeds=(2,), negatives=99).trains_like(saved)
+    assert not DataConfig(split_seed=1).trains_like(saved)
+    assert not DataConfig(max_windows_per_user=5).trains_like(saved)

@@ -94,6 +94,14 @@ def comma_separated(text: str) -> tuple[str, ...]:
     return tuple(name.strip() for name in text.split(",") if name.strip())
 
 
+def whole_numbers(text: str) -> tuple[int, ...]:
+    """An argparse type: whole numbers separated by commas."""
+    try:
+        return tuple(int(number) for number in text.split(",") if number.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+
+
 def options_from_args(options: Options, args: argparse.Namespace) -> Options:
     """The options (a dataclass) with each field that the command line set (a value that is not None); the
     dataclass checks the result and raises ConfigError."""
@@ -117,11 +125,13 @@ def check_folder(flag: str, path: str | Path | None) -> None:
         raise ConfigError(f"{flag} {path} cannot be a folder: {blocking} is a file.")
 
 
-def add_data_options(parser: argparse.ArgumentParser) -> None:
-    """--data-dir and the dataset options that change windows and splits."""
+def add_data_options(parser: argparse.ArgumentParser, negatives: bool = False) -> None:
+    """--data-dir and the dataset options that change windows and splits (with `negatives`, the sampled protocol's
+    negative draws too)."""
     group = parser.add_argument_group("data")
     group.add_argument("--data-dir", help="MovieLens 1M folder (default: $DUALREC_DATA_DIR, else downloaded once)")
-    add_field_options(group, DataConfig, ("split_seed", "split_mode", "max_windows_per_user"))
+    names = ("split_seed", "split_mode", "max_windows_per_user") + (("negative_seeds",) if negatives else ())
+    add_field_options(group, DataConfig, names, types={"negative_seeds": whole_numbers})
     group.add_argument("--no-cache", action="store_true", help="rebuild the dataset instead of reading the cached build")
 
 

@@ -45,7 +45,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "evaluate", help="HR and NDCG@1/5/10 of systems on the test cases, with 95%% bootstrap intervals"
     )
-    add_data_options(parser)
+    add_data_options(parser, negatives=True)
     parser.add_argument(
         "--systems", default="lstm,mostpop", help=f"comma-separated, from: {', '.join(system_names())} (default %(default)s)"
     )
@@ -108,6 +108,11 @@ def add_hybrid_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="a seeded subsample of N validation and N test cases, the same for every system (for CPU runs; default: all)",
     )
+    group.add_argument(
+        "--hybrid-valid-limit",
+        type=int,
+        help="a seeded subsample of N validation cases only, for choosing w (default: --hybrid-limit's, else all)",
+    )
     group.add_argument("--hybrid-limit-seed", type=int, default=0, help="seed of that subsample (default %(default)s)")
 
 
@@ -140,12 +145,16 @@ def numbers(text: str) -> tuple[float, ...]:
         raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of numbers") from None
 
 
-def case_sample(dataset: Dataset, limit: int | None, seed: int) -> Dataset:
-    """The data with `limit` validation and `limit` test cases drawn with `seed` (every system scores the same ones),
-    or all of them."""
-    if limit is None:
-        return dataset
-    return dataclasses.replace(dataset, cases={split: sample_cases(cases, limit, seed) for split, cases in dataset.cases.items()})
+def case_limits(args: argparse.Namespace) -> dict[str, int | None]:
+    """How many cases of each split --hybrid-limit and --hybrid-valid-limit draw (None: all)."""
+    valid = args.hybrid_valid_limit if args.hybrid_valid_limit is not None else args.hybrid_limit
+    return {"train": args.hybrid_limit, "val": valid, "test": args.hybrid_limit}
+
+
+def case_sample(dataset: Dataset, limits: dict[str, int | None], seed: int) -> Dataset:
+    """The data with each split's cases drawn with `seed` down to its limit (every system scores the same ones)."""
+    drawn = {split: sample_cases(cases, limits.get(split), seed) for split, cases in dataset.cases.items()}
+    return dataclasses.replace(dataset, cases=drawn)
 
 
 def ready_hybrid(systems: list[str], protocols: list[str], options: HybridOptions, dataset: Dataset, args) -> list:
@@ -184,10 +193,14 @@ def ready_nir(systems: list, protocols: list[str], options: NIROptions, dataset:
 
 def name_the_sample(document: dict, dataset: Dataset, args: argparse.Namespace) -> None:
     """With --hybrid-limit, every row's name and the run's options say which cases were drawn."""
-    if args.hybrid_limit is None:
+    limits = case_limits(args)
+    if all(limit is None for limit in limits.values()):
         return
     counts = {f"{split}_cases": len(cases) for split, cases in dataset.cases.items()}
-    document["options"]["case_sample"] = {"limit": args.hybrid_limit, "seed": args.hybrid_limit_seed} | counts
+    sample = {"limit": args.hybrid_limit, "valid_limit": limits["val"], "seed": args.hybrid_limit_seed}
+    document["options"]["case_sample"] = sample | counts
+    if limits[args.split] is None:
+        return
     for entry in document["results"]:
         entry["system"] += f" ({len(dataset.cases[args.split])} {args.split} cases, seed {args.hybrid_limit_seed})"
 
@@ -242,13 +255,14 @@ def run(args: argparse.Namespace) -> None:
     hybrid = hybrid_options(args, systems)  # bad hybrid options stop here, even when the hybrid is not chosen
     nir = nir_options(args)
     check_option("--hybrid-limit", args.hybrid_limit, AT_LEAST_1)
+    check_option("--hybrid-valid-limit", args.hybrid_valid_limit, AT_LEAST_1)
     check_option("--hybrid-limit-seed", args.hybrid_limit_seed, SEED)
     unisrec = options_from_args(UniSRecOptions(), args)
     if UNISREC in systems or unisrec != UniSRecOptions():
         text_encoder(unisrec.text_encoder)  # a missing encoder package or folder stops here
     protocols = checked_run([*systems, *answering], protocols, config)
     dataset = case_sample(
-        load_dataset(args.data_dir, config, use_cache=not args.no_cache), args.hybrid_limit, args.hybrid_limit_seed
+        load_dataset(args.data_dir, config, use_cache=not args.no_cache), case_limits(args), args.hybrid_limit_seed
     )
     systems = ready_nir(ready_hybrid(systems, protocols, hybrid, dataset, args), protocols, nir, dataset, out)
     systems = ready_unisrec(systems, unisrec, dataset, args)

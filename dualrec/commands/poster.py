@@ -5,18 +5,10 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from dualrec.commands.common import add_field_options, options_from_args, run_settings
+from dualrec.commands.common import add_field_options, options_from_args, run_settings, whole_numbers
 from dualrec.config import POSTER_PROTOCOL, PosterConfig
 from dualrec.errors import ConfigError
 from dualrec.evaluation.results import poster_comparison_table, results_tables, write_results
-
-
-def whole_numbers(text: str) -> tuple[int, ...]:
-    """An argparse type: whole numbers separated by commas."""
-    try:
-        return tuple(int(number) for number in text.split(",") if number.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
 
 
 def add_poster_options(parser: argparse.ArgumentParser) -> None:

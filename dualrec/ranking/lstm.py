@@ -366,7 +366,7 @@ class LSTMRecommender:
         differences = []
         if trained["fingerprint"] != dataset.fingerprint:
             differences.append(f"data files (fingerprint {trained['fingerprint'][:8]} vs {dataset.fingerprint[:8]})")
-        if json.loads(json.dumps(dataset.config.as_dict())) != trained["config"]:
+        if not dataset.config.trains_like(trained["config"]):
             differences.append("data options (split, windows)")
         if not differences:
             return

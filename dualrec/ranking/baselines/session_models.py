@@ -239,7 +239,7 @@ class SessionRecommender:
         differences = []
         if trained["fingerprint"] != dataset.fingerprint:
             differences.append(f"data files (fingerprint {trained['fingerprint'][:8]} vs {dataset.fingerprint[:8]})")
-        if trained["config"] != dataset.config.as_dict():
+        if not dataset.config.trains_like(trained["config"]):
             differences.append("data options (split, windows)")
         if differences:
             raise ModelMismatchError(
