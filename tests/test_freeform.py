@@ -94,6 +94,7 @@ def test_the_target_named_after_a_hallucination_and_a_watched_movie_ranks_first(
     extra = entry["extra"]
     assert extra["hallucination_rate"] == pytest.approx(1 / 3) and extra["answers_with_a_valid_title"] == 1.0
     assert extra["ranked_per_answer"] == 1.0 and extra["cases_total"] == len(dataset.cases["test"])
+    assert dataclasses.replace(system, backend=backend, grounded=True).name == "DUALRec, smollm2-135m, grounded"
     assert entry["options"]["lstm_pick"] is False and "genre_similarity@10" in entry["lists"]
     records = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
     assert len(records) == 12 and all(r["target_rank"] == 1 for r in records)

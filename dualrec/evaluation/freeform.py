@@ -72,7 +72,7 @@ class LLMAnswers:
 
     @property
     def name(self) -> str:
-        return f"DUALRec, {self.model}"
+        return f"DUALRec, {self.model}" + (", grounded" if self.grounded else "")
 
     @property
     def options(self) -> dict:
