@@ -71,7 +71,7 @@ def test_at_w_0_the_hybrid_ranks_exactly_as_the_lstm(dataset, lstm):
     )
     negatives = dataset.negatives(cases, seed=0)
     np.testing.assert_array_equal(
-        ranks_sampled(sampled_scores(hybrid, np.zeros(watched.shape), cases, negatives), cases.targets, negatives),
+        ranks_sampled(sampled_scores(hybrid, None, cases, negatives, watched.shape[1]), cases.targets, negatives),
         ranks_sampled(lstm.score(cases.histories, cases.users), cases.targets, negatives),
     )
     by_protocol = {}
@@ -84,6 +84,17 @@ def test_at_w_0_the_hybrid_ranks_exactly_as_the_lstm(dataset, lstm):
         assert all(test["baseline_only"] == test["system_only"] == 0 and test["p_value"] == 1 for test in paired["mcnemar"])
     ceiling = by_protocol["full"][1]["extra"]["ceiling"]["HR@5"]
     assert ceiling == by_protocol["full"][0]["metrics"]["HR@5"]["value"]  # the LSTM's HR@N: no re-ranking beats it
+    sampled_only = CandidatesOnly(HybridOptions(weights=(0.0,), candidates=5), lstm=lstm)
+    sampled_only.fit(dataset)
+    [row] = evaluate([sampled_only], dataset, ["sampled-20"], samples=50)["results"]
+    assert row["metrics"] == by_protocol["sampled-20"][1]["metrics"]
+
+
+class CandidatesOnly(HybridRecommender):
+    """The hybrid, refusing to score the catalogue: under a sampled protocol alone only its candidates are needed."""
+
+    def score(self, histories: np.ndarray, users: np.ndarray) -> np.ndarray:
+        raise AssertionError("catalogue scores asked for under a sampled protocol alone")
 
 
 def test_the_top_n_leave_out_exactly_what_the_full_protocol_leaves_out(dataset, lstm):

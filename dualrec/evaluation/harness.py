@@ -88,7 +88,7 @@ def padded_lists(lists: Sequence[Sequence[int]], length: int = LIST_LENGTH) -> n
 
 
 def protocol_ranks(
-    protocol: str, scores: np.ndarray, dataset: Dataset, cases: Windows, watched: np.ndarray, system: object = None
+    protocol: str, scores: np.ndarray | None, dataset: Dataset, cases: Windows, watched: np.ndarray, system: object = None
 ) -> tuple[np.ndarray, dict]:
     """(repeats, cases) ranks of a scoring protocol, and the figures that say how they were drawn (a re-ranker's, under
     a sampled protocol, from its scores of the protocol's candidates)."""
@@ -98,18 +98,21 @@ def protocol_ranks(
     if protocol == sampled:
         seeds = dataset.config.negative_seeds
         draws = [dataset.negatives(cases, seed) for seed in seeds]
-        ranks = np.stack([ranks_sampled(sampled_scores(system, scores, cases, drawn), cases.targets, drawn) for drawn in draws])
+        items = len(dataset.catalogue)
+        own = [sampled_scores(system, scores, cases, drawn, items) for drawn in draws]
+        ranks = np.stack([ranks_sampled(chosen, cases.targets, drawn) for chosen, drawn in zip(own, draws)])
         return ranks, {"candidates": f"target + {dataset.config.negatives} never-rated", "negative_seeds": list(seeds)}
     raise DualrecError(f"Unknown protocol {protocol!r}; choose from {', '.join(dataset.config.scored_protocols)}.")
 
 
-def sampled_scores(system: object, scores: np.ndarray, cases: Windows, negatives: np.ndarray) -> np.ndarray:
+def sampled_scores(system: object, scores: np.ndarray | None, cases: Windows, negatives: np.ndarray, items: int) -> np.ndarray:
     """The scores a sampled protocol ranks by: a re-ranker's own scores of exactly its candidates (the target and
-    `negatives`, given in item order so that their order says nothing), else the catalogue scores."""
+    `negatives`, given in item order so that their order says nothing; its catalogue `scores` are not needed), else the
+    catalogue scores."""
     if not isinstance(system, Reranker):
         return scores
     candidates = np.sort(np.c_[cases.targets, negatives], axis=1)
-    own = np.full(scores.shape, -np.inf)
+    own = np.full((len(cases), items), -np.inf)
     np.put_along_axis(own, candidates, system.score_candidates(cases.histories, cases.users, candidates), axis=1)
     return own
 
@@ -176,13 +179,16 @@ def evaluate_system(
         extra = got.figures | {"cases_drawn": len(got.cases), "cases_total": len(cases)}
         common["options"] = system.options | got.options
         return [result_entry(system.name, FREEFORM, ranks, lists=lists, extra=extra, seconds=got.seconds, seed=seed, **common)]
+    chosen = protocols or dataset.config.scored_protocols
     progress(f"{system.name}: scoring {len(cases)} {split} cases")
     started = time.perf_counter()
-    scores = np.asarray(system.score(cases.histories, cases.users), dtype=np.float64)
+    # a re-ranker under sampled protocols alone scores only their candidates: its catalogue scores would be wasted work
+    needed = not isinstance(system, Reranker) or dataset.config.scored_protocols[0] in chosen
+    scores = np.asarray(system.score(cases.histories, cases.users), dtype=np.float64) if needed else None
     timing = {"fit": round(fit_seconds, 2), "score": round(time.perf_counter() - started, 2)}
     watched = watched_before(dataset, cases)
     entries = []
-    for protocol in protocols or dataset.config.scored_protocols:
+    for protocol in chosen:
         started = time.perf_counter()
         ranks, extra = protocol_ranks(protocol, scores, dataset, cases, watched, system)
         if isinstance(system, Reranker):
