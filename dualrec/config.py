@@ -7,7 +7,6 @@ scattered literal elsewhere in the code.
 from __future__ import annotations
 
 import functools
-import json
 import math
 import numbers
 import os
@@ -222,6 +221,9 @@ def check_options(options: Any, what: str, *problems: str | None) -> None:
         raise ConfigError(f"Invalid {what} options: {'; '.join(found)}.")
 
 
+SCORING_ONLY = ("negatives", "negative_seeds")  # DataConfig options that only scoring reads (a model trains without them)
+
+
 @dataclass(frozen=True)
 class DataConfig:
     """How ratings become the catalogue, the windows and the split (docs/design.md §2)."""
@@ -259,14 +261,20 @@ class DataConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
+    def training_options(self) -> dict:
+        """The options that decide the windows and the split a model trains on, tuples as lists (as JSON reads them
+        back): all but SCORING_ONLY."""
+        return training_part(self.as_dict())
+
     def trains_like(self, saved: dict) -> bool:
         """Whether a model trained under the options `saved` (an `as_dict`, maybe read back from JSON) saw the same
         windows and split: the sampled protocols' negatives only change scoring, so they may differ."""
-        scoring_only = ("negatives", "negative_seeds")
-        ours = json.loads(json.dumps(self.as_dict()))
-        return {key: value for key, value in ours.items() if key not in scoring_only} == {
-            key: value for key, value in json.loads(json.dumps(saved)).items() if key not in scoring_only
-        }
+        return self.training_options() == training_part(saved)
+
+
+def training_part(options: dict) -> dict:
+    """A DataConfig's options (an `as_dict` or its JSON) without SCORING_ONLY, sequences as lists."""
+    return {key: list(value) if isinstance(value, tuple) else value for key, value in options.items() if key not in SCORING_ONLY}
 
 
 POSTER_PROTOCOL = "poster"  # the poster's own protocol: PO4ISR's ML-1M sessions and 20 candidates (dualrec.data.poster)

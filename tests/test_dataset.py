@@ -1,3 +1,5 @@
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -149,3 +151,15 @@ def test_a_model_trained_under_other_negative_draws_saw_the_same_windows_and_spl
     assert DataConfig(negative_seeds=(2,), negatives=99).trains_like(saved)
     assert not DataConfig(split_seed=1).trains_like(saved)
     assert not DataConfig(max_windows_per_user=5).trains_like(saved)
+
+
+def test_a_trained_baseline_is_kept_under_its_training_options_only(dataset):
+    """Another --negative-seeds scores the same trained baseline; another split is another file."""
+    from dualrec.ranking.baselines.fitting import baseline_file  # torch loads only here
+
+    other_draws = dataclasses.replace(dataset, config=DataConfig(negative_seeds=(3,), negatives=49))
+    other_split = dataclasses.replace(dataset, config=DataConfig(split_seed=7))
+    settings = {"hidden": 64}
+    assert baseline_file("narm", other_draws, settings, 1) == baseline_file("narm", dataset, settings, 1)
+    assert baseline_file("narm", other_split, settings, 1) != baseline_file("narm", dataset, settings, 1)
+    assert baseline_file("narm", dataset, {"hidden": 32}, 1) != baseline_file("narm", dataset, settings, 1)

@@ -25,7 +25,8 @@ from dualrec.data.poster import (
     reference_sessions,
 )
 from dualrec.errors import ConfigError, DataError
-from dualrec.evaluation.poster import evaluate_poster, po4isr_mostpop, ranks_in_candidates
+from dualrec.evaluation.harness import ranks_in_candidates
+from dualrec.evaluation.poster import evaluate_poster, po4isr_mostpop
 from dualrec.evaluation.results import poster_comparison, read_results
 from dualrec.ranking.base import RankedLists
 from tests.movielens_fixture import FixtureSpec, write_movielens

@@ -106,7 +106,8 @@ def add_hybrid_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--hybrid-limit",
         type=int,
-        help="a seeded subsample of N validation and N test cases, the same for every system (for CPU runs; default: all)",
+        help="a seeded subsample of N validation and N test cases (--protocol poster: of its 1,000 sampled sessions), the same "
+        "for every system (for CPU runs; default: all)",
     )
     group.add_argument(
         "--hybrid-valid-limit",
@@ -183,12 +184,14 @@ def ready_nir(systems: list, protocols: list[str], options: NIROptions, dataset:
     when a protocol that ranks it is chosen; its prompts and answers are kept beside the results file."""
     if NIR not in systems or not set(protocols) & set(dataset.config.scored_protocols):
         return systems
-    answers = out.with_name(f"{out.stem}-nir-answers.jsonl")
-    nir = NIRRecommender(
-        dataclasses.replace(options, answers=str(answers)), progress=lambda message: print(message, file=sys.stderr)
-    )
+    nir = NIRRecommender(answers_beside(options, out), progress=lambda message: print(message, file=sys.stderr))
     nir.fit(dataset)
     return [nir if name == NIR else name for name in systems]
+
+
+def answers_beside(options: NIROptions, out: Path) -> NIROptions:
+    """NIR's options with its prompts and answers kept beside the results file (they hold histories: never commit them)."""
+    return dataclasses.replace(options, answers=str(out.with_name(f"{out.stem}-nir-answers.jsonl")))
 
 
 def name_the_sample(document: dict, dataset: Dataset, args: argparse.Namespace) -> None:
@@ -249,14 +252,15 @@ def run(args: argparse.Namespace) -> None:
     check_option("--seed", args.seed, SEED)
     out = Path(args.out or paths().home / "results" / f"evaluate-{time.strftime('%Y%m%d-%H%M%S')}.json")
     check_results_file(out)
-    if poster := poster_options(args, protocols):  # the poster protocol: its own sessions and systems' training
-        return run_poster(args, systems, poster, out)
-    answering = freeform_systems(args, protocols, out)
     hybrid = hybrid_options(args, systems)  # bad hybrid options stop here, even when the hybrid is not chosen
     nir = nir_options(args)
     check_option("--hybrid-limit", args.hybrid_limit, AT_LEAST_1)
     check_option("--hybrid-valid-limit", args.hybrid_valid_limit, AT_LEAST_1)
     check_option("--hybrid-limit-seed", args.hybrid_limit_seed, SEED)
+    if poster := poster_options(args, protocols):  # the poster protocol: its own sessions and systems' training
+        llm_options = {HYBRID: hybrid, NIR: answers_beside(nir, out)}
+        return run_poster(args, systems, poster, out, llm_options, case_limits(args))
+    answering = freeform_systems(args, protocols, out)
     unisrec = options_from_args(UniSRecOptions(), args)
     if UNISREC in systems or unisrec != UniSRecOptions():
         text_encoder(unisrec.text_encoder)  # a missing encoder package or folder stops here

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Mapping
 from pathlib import Path
 
 from dualrec.commands.common import add_field_options, options_from_args, run_settings, whole_numbers
@@ -32,13 +33,23 @@ def poster_options(args: argparse.Namespace, protocols: list[str]) -> PosterConf
     return options
 
 
-def run_poster(args: argparse.Namespace, systems: list[str], options: PosterConfig, out: Path) -> None:
+def run_poster(
+    args: argparse.Namespace,
+    systems: list[str],
+    options: PosterConfig,
+    out: Path,
+    llm_options: Mapping[str, object],
+    limits: Mapping[str, int | None],
+) -> None:
+    """The run: `llm_options` make the hybrid and NIR; `limits` (--hybrid-limit, --hybrid-valid-limit) draw that many
+    of the 1,000 sampled test and validation sessions, with --hybrid-limit-seed."""
     from dualrec.data.poster import load_poster
     from dualrec.evaluation.poster import check_poster_run, evaluate_poster
 
     check_poster_run(systems, args.split)
     data = load_poster(args.data_dir, use_cache=not args.no_cache)
-    document = evaluate_poster(systems, data, options, **run_settings(args))
+    sample = {"limits": limits, "limit_seed": args.hybrid_limit_seed}
+    document = evaluate_poster(systems, data, options, **run_settings(args), llm_options=llm_options, **sample)
     document["options"]["data_dir"] = args.data_dir
     path = write_results(document, out)
     print(results_tables(document["results"]))

@@ -143,9 +143,14 @@ def requests_at_once(backend: LLMBackend, concurrency: int) -> tuple[int, str | 
 
 def sample_cases(cases: Windows, limit: int | None, seed: int) -> Windows:
     """`limit` cases drawn with `seed` (kept in their order), or all cases."""
-    if limit is None or limit >= len(cases):
-        return cases
-    return cases.take(np.sort(np.random.default_rng(seed).choice(len(cases), size=limit, replace=False)))
+    return cases if limit is None or limit >= len(cases) else cases.take(sampled_rows(len(cases), limit, seed))
+
+
+def sampled_rows(count: int, limit: int | None, seed: int) -> np.ndarray:
+    """The positions of `limit` of `count` cases drawn with `seed`, ascending (all of them without a limit)."""
+    if limit is None or limit >= count:
+        return np.arange(count)
+    return np.sort(np.random.default_rng(seed).choice(count, size=limit, replace=False))
 
 
 def case_prompts(dataset: Dataset, cases: Windows, system: LLMAnswers) -> tuple[list[Stage2Prompt], str | None]:

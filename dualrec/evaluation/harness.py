@@ -67,6 +67,13 @@ def ranks_sampled(scores: np.ndarray, targets: np.ndarray, negatives: np.ndarray
     return ranks_among(scores, targets, allowed)
 
 
+def ranks_in_candidates(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """1-based rank of each target among its row of candidates by score; ties count against the target."""
+    is_target = candidates == targets[:, None]
+    target = scores[is_target][:, None]
+    return 1 + ((scores >= target) & ~is_target).sum(axis=1)
+
+
 def ranks_of_lists(ranked_lists: Sequence[Sequence[int]], targets: np.ndarray) -> np.ndarray:
     """Ranks from one ranked list of catalogue items per case (a list system); np.inf where the target is absent."""
     return np.array(

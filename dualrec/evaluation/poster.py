@@ -4,7 +4,9 @@ among its 20 candidates (docs/design.md §2, the poster protocol; the data: dual
 Every system learns from the protocol as a Dataset (poster_dataset: 150, 50 or all training sessions) and ranks the
 1,000 sampled test sessions' candidates of each candidate seed (the validation sessions: the reference's one draw):
 - a system with `score_candidates` (SKNN, the hybrid) scores the candidates in the reference's order (the target at a
-  random place, so the order says nothing about it);
+  random place, so the order says nothing about it); the hybrid re-ranks them on the LSTM of the same training
+  sessions, its w chosen among the validation sessions' candidates, and its rows carry the paired comparison with
+  that LSTM;
 - a CandidateRanker (NIR) answers with its ranked list of them;
 - any other Recommender scores the catalogue, of which the candidates' scores are taken.
 Ties count against the target (PO4ISR leaves them to torch.topk). Metrics: HR and NDCG at 1, 5 and 10 and MRR (which
@@ -14,20 +16,27 @@ The LSTM is trained on the same training sessions (kept under <models>/poster/, 
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_KS, POSTER_PROTOCOL, LSTMConfig, PosterConfig, paths
 from dualrec.data.dataset import Dataset, Windows
-from dualrec.data.poster import PosterData, poster_dataset
-from dualrec.evaluation.harness import check_names, ranks_of_lists, run_options, system_name
+from dualrec.data.poster import EVAL_SAMPLE, PosterData, poster_dataset
+from dualrec.evaluation.freeform import sampled_rows
+from dualrec.evaluation.harness import check_names, ranks_in_candidates, ranks_of_lists, run_options, system_name
 from dualrec.evaluation.metrics import interval, ndcg
 from dualrec.evaluation.results import result_entry, results_document
-from dualrec.ranking.base import CandidateRanker, Progress, Recommender
-from dualrec.ranking.registry import LSTM, load_system, system_names
+from dualrec.evaluation.significance import paired_comparison
+from dualrec.ranking.base import CandidateRanker, Progress, Recommender, Reranker
+from dualrec.ranking.registry import HYBRID, LSTM, NIR, fitted, load_system, system_names
+
+if TYPE_CHECKING:
+    from dualrec.ranking.hybrid import HybridOptions
 
 SPLIT_NAMES = {"test": "test", "val": "valid"}  # the project's split names -> the protocol's
 
@@ -46,22 +55,19 @@ def candidate_draws(data: PosterData, split: str, seeds: Sequence[int]) -> dict[
     return {seed: data.candidates("test", seed) for seed in seeds}
 
 
-def ranks_in_candidates(scores: np.ndarray, candidates: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """1-based rank of each target among its row of candidates by score; ties count against the target."""
-    is_target = candidates == targets[:, None]
-    target = scores[is_target][:, None]
-    return 1 + ((scores >= target) & ~is_target).sum(axis=1)
-
-
-def candidate_ranks(system: object, dataset: Dataset, cases: Windows, candidates: np.ndarray, progress: Progress) -> np.ndarray:
-    """The ranks one system gives the targets among one draw of (n, 20) candidate items, given in the reference's order."""
+def candidate_ranks(
+    system: object, dataset: Dataset, cases: Windows, candidates: np.ndarray, progress: Progress
+) -> tuple[np.ndarray, dict]:
+    """The ranks one system gives the targets among one draw of (n, 20) candidate items, given in the reference's order,
+    and a candidate ranker's figures (NIR's: its answers' hallucination, the ceiling)."""
     if isinstance(system, CandidateRanker):
-        return ranks_of_lists(system.rank_candidates(dataset, cases, candidates, progress).lists, cases.targets)
+        answered = system.rank_candidates(dataset, cases, candidates, progress)
+        return ranks_of_lists(answered.lists, cases.targets), answered.figures
     if hasattr(system, "score_candidates"):
         scores = system.score_candidates(cases.histories, cases.users, candidates)
     else:
         scores = np.take_along_axis(np.asarray(system.score(cases.histories, cases.users), dtype=np.float64), candidates, axis=1)
-    return ranks_in_candidates(np.asarray(scores, dtype=np.float64), candidates, cases.targets)
+    return ranks_in_candidates(np.asarray(scores, dtype=np.float64), candidates, cases.targets), {}
 
 
 def mrr_summary(ranks: np.ndarray, samples: int, seed: int) -> dict:
@@ -106,24 +112,67 @@ def poster_lstm(
 
 
 def ready_system(
-    system: str | object, dataset: Dataset, lstm_dir: str | Path | None, minutes: float | None, progress: Progress
+    system: str | object,
+    dataset: Dataset,
+    valid: np.ndarray,
+    lstm_dir: str | Path | None,
+    minutes: float | None,
+    llm_options: Mapping[str, object],
+    progress: Progress,
 ) -> object:
+    """A name made ready on the training sessions (the LSTM: poster_lstm; the hybrid: poster_hybrid; NIR with
+    `llm_options[NIR]`); an object as given."""
     if not isinstance(system, str):
         return system
     if system == LSTM:
         return poster_lstm(dataset, lstm_dir, progress, minutes)
+    if system == HYBRID:
+        return poster_hybrid(llm_options.get(HYBRID), dataset, valid, lstm_dir, minutes, progress)
+    if system == NIR:
+        from dualrec.ranking.nir import NIRRecommender
+
+        return fitted(NIRRecommender(llm_options.get(NIR), progress=progress), dataset)
     return load_system(system, dataset, None, minutes)
 
 
+def poster_hybrid(
+    options: HybridOptions | None,
+    dataset: Dataset,
+    valid: np.ndarray,
+    lstm_dir: str | Path | None,
+    minutes: float | None,
+    progress: Progress,
+) -> Reranker:
+    """The hybrid on the LSTM of these training sessions, w chosen as it is scored: among the validation sessions'
+    candidates (`valid`, the reference's draw)."""
+    from dualrec.ranking.hybrid import HybridRecommender
+
+    hybrid = HybridRecommender(options, lstm=poster_lstm(dataset, lstm_dir, progress, minutes), progress=progress)
+    hybrid.fit(dataset, valid)
+    return hybrid
+
+
+def session_rows(dataset: Dataset, limits: Mapping[str, int | None], seed: int) -> dict[str, np.ndarray]:
+    """Split -> the positions of the sampled sessions a run scores: all 1,000, or `limits[split]` of them drawn with
+    `seed` (in their order)."""
+    return {split: sampled_rows(len(cases), limits.get(split), seed) for split, cases in dataset.cases.items()}
+
+
+def candidate_items(data: PosterData, dataset: Dataset, split: str, seeds: Sequence[int], rows: np.ndarray) -> dict:
+    """Candidate seed (or "valid") -> (len(rows), 20) catalogue items of the chosen sessions of the split."""
+    draws = candidate_draws(data, split, seeds)
+    return {key: dataset.item_of(draw[rows].ravel()).reshape(len(rows), -1) for key, draw in draws.items()}
+
+
 def poster_entry(
-    system: object, name: str, dataset: Dataset, data: PosterData, config: PosterConfig, split: str, progress: Progress, **common
+    system: object, name: str, dataset: Dataset, draws: dict, config: PosterConfig, split: str, progress: Progress, **common
 ) -> dict:
-    """One row: the system's ranks of the split's cases under each candidate draw, summarised."""
+    """One row: the system's ranks of the split's cases under each candidate draw, summarised (a re-ranker's with the
+    paired comparison with its baseline on the same sessions and draws)."""
     cases = dataset.cases[split]
-    draws = candidate_draws(data, split, config.candidate_seeds)
     started = time.perf_counter()
-    items = [dataset.item_of(draw.ravel()).reshape(draw.shape) for draw in draws.values()]
-    ranks = np.stack([candidate_ranks(system, dataset, cases, candidates, progress) for candidates in items])
+    ranked = [candidate_ranks(system, dataset, cases, candidates, progress) for candidates in draws.values()]
+    ranks = np.stack([draw_ranks for draw_ranks, _ in ranked])
     sessions = len(dataset.split_users["train"])
     extra = {
         "candidates": "target + 19 movies not in the session (PO4ISR's draws)",
@@ -131,12 +180,18 @@ def poster_entry(
         "train_sample": config.train_sample,
         "train_sessions": sessions,
     }
+    if figures := [draw_figures for _, draw_figures in ranked if draw_figures]:
+        extra |= figures[0] if len(figures) == 1 else {"per_draw": figures}
     if name == "mostpop":
         extra["po4isr_mostpop"] = po4isr_mostpop(dataset, cases)
+    if isinstance(system, Reranker):
+        baseline = system.baseline
+        before = np.stack([candidate_ranks(baseline, dataset, cases, candidates, progress)[0] for candidates in draws.values()])
+        bootstrap = {"samples": common["samples"], "seed": common["seed"]}
+        extra["paired"] = {"baseline": system.baseline.name} | paired_comparison(before, ranks, **bootstrap)
     seconds = common.pop("seconds") | {"rank": round(time.perf_counter() - started, 2)}
-    entry = result_entry(
-        f"{name} ({sample_label(config, sessions)})", POSTER_PROTOCOL, ranks, extra=extra, seconds=seconds, **common
-    )
+    label = sample_label(config, sessions) + common.pop("drawn")
+    entry = result_entry(f"{name} ({label})", POSTER_PROTOCOL, ranks, extra=extra, seconds=seconds, **common)
     entry["metrics"]["MRR"] = mrr_summary(ranks.astype(np.float64), common["samples"], common["seed"])
     return entry
 
@@ -157,23 +212,33 @@ def evaluate_poster(
     lstm_dir: str | Path | None = None,
     baseline_minutes: float | None = None,
     progress: Progress = lambda message: None,
+    llm_options: Mapping[str, object] | None = None,
+    limits: Mapping[str, int | None] | None = None,
+    limit_seed: int = 0,
 ) -> dict:
     """A whole run under the poster protocol, returned as a results document (its rows' protocol is "poster"). A name
-    is trained on the chosen training sessions (the LSTM too); an object is used as given, on `poster_dataset(data,
-    config.train_sample)`."""
+    is trained on the chosen training sessions (the LSTM too; the hybrid and NIR made with `llm_options[name]`); an
+    object is used as given, on `poster_dataset(data, config.train_sample)`. `limits` ("val", "test" -> a count) draw
+    that many of a split's 1,000 sampled sessions with `limit_seed` (the LLM systems' CPU runs); rows say so."""
     config = config or PosterConfig()
     check_poster_run(systems, split)
     started = time.perf_counter()
     dataset = poster_dataset(data, config.train_sample)
+    rows = session_rows(dataset, limits or {}, limit_seed)
+    dataset = dataclasses.replace(dataset, cases={name: cases.take(rows[name]) for name, cases in dataset.cases.items()})
+    draws = candidate_items(data, dataset, split, config.candidate_seeds, rows[split])
+    drawn = "" if len(rows[split]) == EVAL_SAMPLE else f"; {len(rows[split])} of the {EVAL_SAMPLE:,} sessions, seed {limit_seed}"
     entries = []
     for system in systems:
         name = system_name(system)
         progress(f"{name}: preparing on {len(dataset.split_users['train'])} training sessions")
         ready = time.perf_counter()
-        model = ready_system(system, dataset, lstm_dir, baseline_minutes, progress)
+        valid = candidate_items(data, dataset, "val", (), rows["val"])["valid"] if system == HYBRID else None
+        model = ready_system(system, dataset, valid, lstm_dir, baseline_minutes, llm_options or {}, progress)
+        name = model.name if system in (HYBRID, NIR) else name
         fit = {"fit": round(time.perf_counter() - ready, 2)}
-        common = {"options": getattr(model, "options", {}), "samples": samples, "seed": seed, "seconds": fit}
-        entries.append(poster_entry(model, name, dataset, data, config, split, progress, **common))
+        common = {"options": getattr(model, "options", {}), "samples": samples, "seed": seed, "seconds": fit, "drawn": drawn}
+        entries.append(poster_entry(model, name, dataset, draws, config, split, progress, **common))
     document = results_document(entries, dataset, split, samples, seed, time.perf_counter() - started)
     document["protocol"] = {
         "name": POSTER_PROTOCOL,
@@ -182,4 +247,7 @@ def evaluate_poster(
         "splits": {name: stop - start for name, (start, stop) in data.bounds.items()},
     } | config.as_dict()
     document["options"] = run_options(systems, [POSTER_PROTOCOL], split, lstm_dir, baseline_minutes)
+    if any(len(chosen) < EVAL_SAMPLE for chosen in rows.values()):
+        document["options"]["session_sample"] = {f"{name}_sessions": len(chosen) for name, chosen in rows.items()}
+        document["options"]["session_sample"]["seed"] = limit_seed
     return document

@@ -79,8 +79,9 @@ POSTER_NOTES = {
 
 
 def system_of(entry: dict) -> str:
-    """A row's system as `dualrec evaluate --systems` names it (the row's setting in brackets dropped)."""
-    return entry["system"].split(" (")[0]
+    """A row's system as `dualrec evaluate --systems` names it (the row's setting in brackets dropped, lower case: NIR's
+    "NIR (smollm2-135m, not GPT-3) (...)" is "nir")."""
+    return entry["system"].split(" (")[0].lower()
 
 
 def poster_comparison(entries: list[dict]) -> list[dict]:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +34,7 @@ from dualrec.config import AT_LEAST_0, DEFAULT_PRESET, Bounds, check_options, op
 from dualrec.data.dataset import PAD_ITEM, Dataset, Windows
 from dualrec.errors import DualrecError
 from dualrec.evaluation.freeform import model_problem
-from dualrec.evaluation.harness import ranks_full, watched_before
+from dualrec.evaluation.harness import ranks_full, ranks_in_candidates, watched_before
 from dualrec.evaluation.metrics import per_case_metrics
 from dualrec.grounding.prompts import ANSWER_FORMAT, HEADER, format_answer, movie_line
 from dualrec.llm import ADAPTER_SEPARATOR, LLMBackend, LLMError, load_backend, resolve_preset
@@ -216,17 +216,19 @@ class HybridRecommender:
                 self.close()
                 raise DualrecError(f"{self.settings.llm}: {error}") from None
 
-    def fit(self, dataset: Dataset) -> None:
-        """Get ready, then choose w on the validation cases (the Recommender interface; the LSTM is not retrained); with
-        --scorer auto, w for each scorer and the scorer whose best w scores higher there (on a tie, the first of SCORERS)."""
+    def fit(self, dataset: Dataset, candidates: np.ndarray | None = None) -> None:
+        """Get ready, then choose w on the validation cases (the Recommender interface; the LSTM is not retrained): under
+        `full`, or among `candidates`, (n, m) items of each validation case (a protocol's own, as the poster protocol's);
+        with --scorer auto, w for each scorer and the scorer whose best w scores higher there (on a tie, the first of
+        SCORERS)."""
         self.ready(dataset)
         if self.settings.scorer != AUTO:
-            self.weight, self.selection = choose_weight(self, dataset.cases["val"])
+            self.weight, self.selection = choose_weight(self, dataset.cases["val"], candidates)
             return
         tried = {}
         for scorer in SCORERS:
             self.scorer = scorer
-            tried[scorer] = choose_weight(self, dataset.cases["val"])
+            tried[scorer] = choose_weight(self, dataset.cases["val"], candidates)
         self.scorer = max(SCORERS, key=lambda name: (best_score(*tried[name]), -SCORERS.index(name)))
         self.weight, self.selection = tried[self.scorer]
         self.selection = self.selection | {"scorers": {name: {"weight": w} | record for name, (w, record) in tried.items()}}
@@ -248,14 +250,20 @@ class HybridRecommender:
 
     def score_candidates(self, histories: np.ndarray, users: np.ndarray, candidates: np.ndarray) -> np.ndarray:
         """(n, m) log p + w * s of each case's given candidates (a sampled protocol's), every one scored by the LLM."""
+        log_p, llm = self.candidate_parts(histories, candidates, self.chosen_weight())
+        return log_p + self.chosen_weight() * llm
+
+    def candidate_parts(self, histories: np.ndarray, candidates: np.ndarray, weight: float) -> tuple[np.ndarray, np.ndarray]:
+        """(n, m) log p_LSTM and s_LLM of each case's given candidates (s: zeros at w = 0); the labels scorer lists
+        them in the LSTM's order."""
         probabilities = self.lstm_probabilities(histories)
         chosen = np.take_along_axis(probabilities, candidates, axis=1).astype(np.float64)
-        order = np.argsort(-chosen, axis=1, kind="stable")  # the labels scorer lists them in the LSTM's order
+        order = np.argsort(-chosen, axis=1, kind="stable")
         ordered = np.take_along_axis(candidates, order, axis=1)
         llm = np.empty(chosen.shape)
-        np.put_along_axis(llm, order, self.llm_scores(histories, ordered, self.chosen_weight()), axis=1)
+        np.put_along_axis(llm, order, self.llm_scores(histories, ordered, weight), axis=1)
         with np.errstate(divide="ignore"):
-            return np.log(chosen) + self.chosen_weight() * llm
+            return np.log(chosen), llm
 
     def rerank(self, history_items: Sequence[int]) -> Reranked:
         """The LSTM's top N after a history of any length (every movie of it left out), in the hybrid's order."""
@@ -394,24 +402,38 @@ def best_score(weight: float, record: dict) -> float:
     return record["scores"][str(weight)][SELECTION_METRIC]
 
 
-def choose_weight(hybrid: HybridRecommender, cases: Windows) -> tuple[float, dict]:
-    """The w of the grid with the best SELECTION_METRIC on `cases` (validation) under `full`, the smaller on a tie,
-    and the record of the choice: every w's HR and NDCG there."""
+def choose_weight(hybrid: HybridRecommender, cases: Windows, candidates: np.ndarray | None = None) -> tuple[float, dict]:
+    """The w of the grid with the best SELECTION_METRIC on `cases` (validation), the smaller on a tie, and the record of
+    the choice: every w's HR and NDCG there. The targets are ranked under `full` (the LSTM's top N re-ranked), or among
+    `candidates`, (n, m) items per case (ties against the target)."""
     if not len(cases):
         raise DualrecError("The hybrid chooses w on the validation cases, and this data has none.")
-    dataset, started = hybrid.ready_dataset(), time.perf_counter()
+    started = time.perf_counter()
     hybrid.progress(f"{hybrid.name}: choosing w on {len(cases)} validation cases")
-    probabilities = hybrid.lstm_probabilities(cases.histories)
-    top = top_unseen(probabilities, seen_through_history(dataset, cases.histories, cases.users), hybrid.depth)
     grid = sorted(set(hybrid.settings.weights))
-    llm = hybrid.llm_scores(cases.histories, top, max(grid))
+    ranks_at = weight_ranks(hybrid, cases, max(grid), candidates)
     llm_seconds = time.perf_counter() - started
-    watched = watched_before(dataset, cases)
     scores = {}
     for weight in grid:
-        ranks = ranks_full(fused_scores(probabilities, top, llm, weight), cases.targets, watched)
-        scores[str(weight)] = {name: float(values.mean()) for name, values in per_case_metrics(ranks).items()}
+        scores[str(weight)] = {name: float(values.mean()) for name, values in per_case_metrics(ranks_at(weight)).items()}
     best = max(grid, key=lambda weight: (scores[str(weight)][SELECTION_METRIC], -weight))
-    record = {"split": "val", "cases": len(cases), "metric": SELECTION_METRIC, "protocol": "full", "grid": grid}
+    protocol = "full" if candidates is None else f"among {candidates.shape[1]} given candidates"
+    record = {"split": "val", "cases": len(cases), "metric": SELECTION_METRIC, "protocol": protocol, "grid": grid}
     record["scorer"] = hybrid.scorer
     return best, record | {"scores": scores, "llm_seconds_per_case": round(llm_seconds / len(cases), 3)}
+
+
+def weight_ranks(
+    hybrid: HybridRecommender, cases: Windows, most: float, candidates: np.ndarray | None
+) -> Callable[[float], np.ndarray]:
+    """The LLM asked once (as at w = `most`) for the cases; returned: w -> the targets' ranks at that w, under `full`
+    or among the given candidates."""
+    if candidates is not None:
+        log_p, llm = hybrid.candidate_parts(cases.histories, candidates, most)
+        return lambda weight: ranks_in_candidates(log_p + weight * llm, candidates, cases.targets)
+    dataset = hybrid.ready_dataset()
+    probabilities = hybrid.lstm_probabilities(cases.histories)
+    top = top_unseen(probabilities, seen_through_history(dataset, cases.histories, cases.users), hybrid.depth)
+    llm = hybrid.llm_scores(cases.histories, top, most)
+    watched = watched_before(dataset, cases)
+    return lambda weight: ranks_full(fused_scores(probabilities, top, llm, weight), cases.targets, watched)

@@ -49,8 +49,9 @@ def device_name(device: torch.device) -> str:
 
 
 def baseline_file(name: str, dataset: Dataset, settings: dict, version: int) -> Path:
-    """Where the baseline `name` trained on this data with these settings is kept (under the models folder)."""
-    key = json.dumps([version, dataset.fingerprint, dataset.config.as_dict(), settings], sort_keys=True, default=str)
+    """Where the baseline `name` trained on this data with these settings is kept (under the models folder): the same
+    file whatever the scoring options (another --negative-seeds does not retrain it)."""
+    key = json.dumps([version, dataset.fingerprint, dataset.config.training_options(), settings], sort_keys=True, default=str)
     return paths().models / "baselines" / f"{name}-{hashlib.md5(key.encode()).hexdigest()[:16]}.pt"
 
 
