@@ -11,7 +11,8 @@ final score is log p_LSTM + w * s_LLM; the movies outside the top N keep the LST
   or short titles are not favoured); or `labels`, LlamaRec's verbalizer: the candidates listed (A), (B), ... in the
   LSTM's order, the log-probability of each letter as the answer.
 - `w` is chosen on the validation cases from a grid that holds 0 (the LSTM alone, so the choice is never worse than
-  the LSTM there), by SELECTION_METRIC under `full`; test cases are never read. At w = 0 the LLM is not asked.
+  the LSTM there), by SELECTION_METRIC under `full`, or among given candidates (the poster protocol's: `fit(dataset,
+  candidates)`); test cases are never read. At w = 0 the LLM is not asked.
 - The harness treats the hybrid as a re-ranker (ranking.base.Reranker): under `full` it ranks `score`, the catalogue
   scores (the top N re-ranked); under `sampled-20` it ranks `score_candidates` of the protocol's own 20 candidates,
   all scored by the LLM; and each row carries the paired comparison with the LSTM on the same cases.
