@@ -114,14 +114,14 @@ def poster_lstm(
 def ready_system(
     system: str | object,
     dataset: Dataset,
-    valid: np.ndarray,
+    valid: np.ndarray | None,
     lstm_dir: str | Path | None,
     minutes: float | None,
     llm_options: Mapping[str, object],
     progress: Progress,
 ) -> object:
-    """A name made ready on the training sessions (the LSTM: poster_lstm; the hybrid: poster_hybrid; NIR with
-    `llm_options[NIR]`); an object as given."""
+    """A name made ready on the training sessions (the LSTM: poster_lstm; the hybrid: poster_hybrid, on `valid`, the
+    validation sessions' candidates; NIR with `llm_options[NIR]`); an object as given."""
     if not isinstance(system, str):
         return system
     if system == LSTM:
