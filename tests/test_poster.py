@@ -247,7 +247,8 @@ def test_po4isr_mostpop_ranks_the_whole_catalogue_by_training_counts(poster):
 def test_a_poster_run_ranks_every_seed_and_names_its_training_sessions(poster):
     document = evaluate_poster(["sknn", "mostpop"], poster, PosterConfig(candidate_seeds=(0, 2023)))
     sknn, mostpop = document["results"]
-    assert sknn["system"] == "sknn (150 training sessions, the poster's setting)" and sknn["protocol"] == "poster"
+    assert sknn["system"] == "sknn (150 training sessions, the poster's setting; candidate seeds 0, 2023)"
+    assert sknn["protocol"] == "poster"
     assert sknn["cases"] == EVAL_SAMPLE and len(sknn["metrics"]["HR@5"]["per_seed"]) == 2
     assert 0 < sknn["metrics"]["MRR"]["value"] <= 1 and sknn["extra"]["candidate_seeds"] == [0, 2023]
     assert "po4isr_mostpop" in mostpop["extra"] and document["protocol"]["train_sample"] == "150"
@@ -268,9 +269,9 @@ def test_data_stats_and_evaluate_and_results_on_the_command_line(ml_dir, tmp_pat
     argv = ["evaluate", "--protocol", "poster", "--systems", "sknn", "--candidate-seeds", "0,10", "--data-dir", str(ml_dir)]
     assert main([*argv, "--train-sample", "50", "--out", str(out)]) == 0
     row = read_results(out)["results"][0]
-    assert row["system"] == "sknn (50 training sessions)" and row["extra"]["candidate_seeds"] == [0, 10]
+    assert row["system"] == "sknn (50 training sessions; candidate seeds 0, 10)" and row["extra"]["candidate_seeds"] == [0, 10]
     assert main(["results", "--protocol", "poster", str(out)]) == 0
-    assert "sknn (50 training sessions)" in capsys.readouterr().out
+    assert "sknn (50 training sessions; candidate seeds 0, 10)" in capsys.readouterr().out
 
 
 def test_the_poster_protocol_runs_alone(ml_dir, capsys):

@@ -42,7 +42,7 @@ def test_the_frame_puts_each_poster_figure_beside_ours(poster_rows):
     frame = poster_protocol_frame(document["results"] + fifty["results"])
     slim = frame.set_index("poster's row").loc["SLIM"]
     sknn = document["results"][0]["metrics"]["HR@5"]
-    assert slim["ours"] == "sknn (150 training sessions, the poster's setting)"
+    assert slim["ours"] == "sknn (150 training sessions, the poster's setting; candidate seeds 0, 10)"
     assert slim["HR@5 ours"] == f"{sknn['value']:.4f} [{sknn['low']:.3f}, {sknn['high']:.3f}]"
     outside = not sknn["low"] <= 0.36 <= sknn["high"]
     assert slim["HR@5 poster"] == ("⚠ " if outside else "") + "0.3600"

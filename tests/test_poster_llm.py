@@ -50,7 +50,10 @@ def test_a_session_sample_scores_the_drawn_sessions_with_their_own_candidates(po
     items = view.item_of(poster.test_candidates[10][rows].ravel()).reshape(-1, CANDIDATES)
     expected = 1 + (items < view.cases["test"].targets[rows][:, None]).sum(axis=1)
     assert row["cases"] == 50 and row["metrics"]["HR@1"]["value"] == pytest.approx(np.mean(expected == 1))
-    assert row["system"] == "by-item-id (150 training sessions, the poster's setting; 50 of the 1,000 sessions, seed 3)"
+    assert (
+        row["system"]
+        == "by-item-id (150 training sessions, the poster's setting; 50 of the 1,000 sessions, seed 3; candidate seed 10)"
+    )
     assert document["options"]["session_sample"] == {"val_sessions": EVAL_SAMPLE, "test_sessions": 50, "seed": 3}
 
 
@@ -101,7 +104,8 @@ def test_nir_ranks_the_poster_candidates_on_the_command_line(ml_dir, poster, tmp
     row = read_results(out)["results"][0]
     assert (
         row["system"]
-        == "NIR (smollm2-135m, not GPT-3) (150 training sessions, the poster's setting; 2 of the 1,000 sessions, seed 0)"
+        == "NIR (smollm2-135m, not GPT-3) (150 training sessions, the poster's setting; 2 of the 1,000 sessions, seed 0; "
+        "candidate seed 0)"
     )
     assert row["cases"] == 2 and row["extra"]["ceiling"] == 1.0  # the target is always among the protocol's candidates
     answers = [json.loads(line) for line in out.with_name("poster-nir-nir-answers.jsonl").read_text().splitlines()]

@@ -24,7 +24,16 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from dualrec.config import BOOTSTRAP_SAMPLES, BOOTSTRAP_SEED, EVAL_KS, POSTER_PROTOCOL, LSTMConfig, PosterConfig, paths
+from dualrec.config import (
+    BOOTSTRAP_SAMPLES,
+    BOOTSTRAP_SEED,
+    EVAL_KS,
+    POSTER_CANDIDATE_SEEDS,
+    POSTER_PROTOCOL,
+    LSTMConfig,
+    PosterConfig,
+    paths,
+)
 from dualrec.data.dataset import Dataset, Windows
 from dualrec.data.poster import EVAL_SAMPLE, PosterData, poster_dataset
 from dualrec.evaluation.freeform import sampled_rows
@@ -164,6 +173,14 @@ def candidate_items(data: PosterData, dataset: Dataset, split: str, seeds: Seque
     return {key: dataset.item_of(draw[rows].ravel()).reshape(len(rows), -1) for key, draw in draws.items()}
 
 
+def drawn_label(sessions: int, limit_seed: int, seeds: list) -> str:
+    """What a row's name adds when it scores fewer than the 1,000 sessions or the five test candidate draws."""
+    label = "" if sessions == EVAL_SAMPLE else f"; {sessions} of the {EVAL_SAMPLE:,} sessions, seed {limit_seed}"
+    if seeds != ["valid"] and len(seeds) < len(POSTER_CANDIDATE_SEEDS):
+        label += f"; candidate seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+    return label
+
+
 def poster_entry(
     system: object, name: str, dataset: Dataset, draws: dict, config: PosterConfig, split: str, progress: Progress, **common
 ) -> dict:
@@ -227,7 +244,7 @@ def evaluate_poster(
     rows = session_rows(dataset, limits or {}, limit_seed)
     dataset = dataclasses.replace(dataset, cases={name: cases.take(rows[name]) for name, cases in dataset.cases.items()})
     draws = candidate_items(data, dataset, split, config.candidate_seeds, rows[split])
-    drawn = "" if len(rows[split]) == EVAL_SAMPLE else f"; {len(rows[split])} of the {EVAL_SAMPLE:,} sessions, seed {limit_seed}"
+    drawn = drawn_label(len(rows[split]), limit_seed, list(draws))
     entries = []
     for system in systems:
         name = system_name(system)
