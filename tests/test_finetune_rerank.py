@@ -105,8 +105,14 @@ def test_a_tokenizer_that_joins_a_label_with_its_parenthesis_is_refused():
 def test_the_rerank_task_has_its_own_profiles():
     parser = argparse.ArgumentParser()
     finetune_command.register(parser.add_subparsers())
-    options = finetune_command.finetune_options(parser.parse_args(["finetune", "--task", "rerank", "--scorer", "labels"]))
-    assert options == dataclasses.replace(RERANK_PROFILES["quick"], scorer="labels") and options.task == "rerank"
+    options = finetune_command.finetune_options(parser.parse_args(["finetune", "--task", "rerank"]))
+    assert options == RERANK_PROFILES["quick"] and (options.scorer, options.max_steps) == ("likelihood", 200)
+    labels = finetune_command.finetune_options(parser.parse_args(["finetune", "--task", "rerank", "--scorer", "labels"]))
+    # the labels scorer's quick run is shorter (its prompts are longer); everything else is the likelihood scorer's
+    assert labels == dataclasses.replace(RERANK_PROFILES["quick"], scorer="labels", max_steps=100, eval_steps=50)
+    longer = ["finetune", "--task", "rerank", "--scorer", "labels", "--steps", "200", "--eval-steps", "100"]
+    assert finetune_command.finetune_options(parser.parse_args(longer)) == dataclasses.replace(options, scorer="labels")
+    assert profile("rerank", "full", "labels") == dataclasses.replace(profile("rerank", "full"), scorer="labels")
     assert profile("rerank", "full").task == "rerank" and profile("rerank", "full").four_bit is None
     with pytest.raises(ConfigError, match="--profile cpu is not a profile of --task rerank \\(its profiles: quick, full\\)"):
         finetune_command.finetune_options(parser.parse_args(["finetune", "--task", "rerank", "--profile", "cpu"]))

@@ -15,21 +15,22 @@ from dualrec.commands.common import (
 )
 from dualrec.commands.data import load
 from dualrec.config import AT_LEAST_1
-from dualrec.finetune.examples import TASK_PROFILES, FinetuneOptions, dump_examples, profile
+from dualrec.finetune.examples import LABELS_PROFILES, TASK_PROFILES, FinetuneOptions, dump_examples, profile
 from dualrec.llm import DEFAULT_PRESET, PRESETS
 
 PROFILE_HELP = (
     "generate: quick, 60 steps of batch 4, lr 2e-3, LoRA in the last 10 blocks, bf16 where the CPU has it, for a first "
     "adapter on a CPU (smollm2-135m: minutes on a 2-core CPU); cpu, the earlier 28-minute CPU profile (90 steps, lr 1e-3, "
     "fp32, every block); full, one epoch over 4 examples per user, batch 4 x 4 accumulated, lr 2e-4, for a GPU (QLoRA). "
-    "rerank: quick, for a CPU; full, for a GPU (default %(default)s)"
+    "rerank: quick, for a CPU (200 steps; 100 with --scorer labels, whose prompts are 2.4 times longer); full, for a "
+    "GPU (default %(default)s)"
 )
 # Every profile by label, for the options' help ('quick 0.002, cpu 0.001, ...').
 PROFILE_LABELS = {
     (name if task == "generate" else f"{task} {name}"): options
     for task, profiles in TASK_PROFILES.items()
     for name, options in profiles.items()
-}
+} | {"rerank labels quick": LABELS_PROFILES["quick"]}
 
 TRAINING_OPTIONS = (
     "learning_rate",
@@ -84,7 +85,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def finetune_options(args: argparse.Namespace) -> FinetuneOptions:
     """The task's profile with every option given on the command line."""
-    return options_from_args(profile(args.task or "generate", args.profile), args)
+    return options_from_args(profile(args.task or "generate", args.profile, args.scorer), args)
 
 
 def run(args: argparse.Namespace) -> None:
