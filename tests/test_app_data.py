@@ -156,19 +156,25 @@ def test_dataset_figures(dataset):
 
 def test_results_files_become_our_table_and_metric_charts(dataset, tmp_path):
     ranks = np.array([1, 3, 12, np.inf, 2], dtype=float)
-    entries = [result_entry("lstm", "full", ranks, extra={"candidates": "catalogue minus watched"}, samples=50)]
+    entries = [
+        result_entry("lstm", "full", ranks, extra={"candidates": "catalogue minus watched"}, samples=50),
+        result_entry("lstm", "sampled-20", ranks, extra={"candidates": "target + 19 never-rated", "negative_seeds": [3]}),
+    ]
     write_results(results_document(entries, dataset, "test", 50, 0, 1.0), tmp_path / "run.json")
     (tmp_path / "broken.json").write_text("{not json")
     results = app_data.load_results([tmp_path, tmp_path / "missing"])
-    assert len(results.entries) == 1 and len(results.problems) == 1 and "broken.json" in results.problems[0]
+    assert len(results.entries) == 2 and len(results.problems) == 1 and "broken.json" in results.problems[0]
     table = app_data.our_table(results.entries)
     assert table.loc[0, "system"] == "lstm" and table.loc[0, "HR@1"].startswith("0.2000 [")
-    assert "catalogue minus watched" in table.loc[0, "how"] and table.loc[0, "file"] == "run.json"
+    assert table.loc[0, "how"] == "full: catalogue minus watched; 5 test cases; 95% bootstrap CI over 50 resamples"
+    assert table.loc[0, "file"] == "run.json"
+    assert table.loc[1, "how"].startswith("sampled-20: target + 19 never-rated; negative seed 3; 5 test cases;")
+    assert app_data.seeds_note({"candidate_seeds": [0, 10, 42]}) == "candidate seeds 0, 10, 42"
     frame = app_data.metric_frame(results.entries, "HR@5")
     assert frame.loc[0, "value"] == pytest.approx(0.6) and frame.loc[0, "low"] <= 0.6 <= frame.loc[0, "high"]
     figure = figures.metric_figure(frame, app_data.poster_table(), "HR@5")
-    assert len(figure.data) == 2 and len(figure.data[1].x) == len(POSTER_RESULTS)
-    assert len(figures.metric_figure(frame, app_data.poster_table(), "HR@10").data) == 1
+    assert len(figure.data) == 3 and len(figure.data[-1].x) == len(POSTER_RESULTS)  # a bar per protocol, the poster's
+    assert len(figures.metric_figure(frame, app_data.poster_table(), "HR@10").data) == 2
 
 
 def test_a_background_task_gives_its_value_or_raises_its_error():

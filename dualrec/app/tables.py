@@ -403,12 +403,23 @@ def load_results(folders: Sequence[Path]) -> Results:
 
 
 def protocol_note(document: dict, entry: dict) -> str:
-    """How an entry was scored, in words: the protocol, its candidates, the cases and the intervals."""
+    """How an entry was scored, in words: the protocol, its candidates and their seeds, the cases and the intervals."""
     extra = entry.get("extra", {})
     candidates = extra.get("candidates") or ("free-form answers, matched to MovieLens" if entry["protocol"] == "freeform" else "")
     boot = document.get("bootstrap", {})
     level = f"{boot.get('level', 0.95):.0%} bootstrap CI over {boot.get('samples', '?')} resamples"
-    return f"{entry['protocol']}: {candidates}; {entry['cases']} {document['data'].get('split', 'test')} cases; {level}"
+    cases = f"{entry['cases']} {document['data'].get('split', 'test')} cases"
+    return "; ".join(part for part in (f"{entry['protocol']}: {candidates}", seeds_note(extra), cases, level) if part)
+
+
+def seeds_note(extra: dict) -> str:
+    """The seeds that drew an entry's candidates ('negative seeds 0, 1'), so that rows of different draws tell apart."""
+    named = {"negative_seeds": "negative seed", "candidate_seeds": "candidate seed"}
+    return ", ".join(
+        f"{label}{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+        for key, label in named.items()
+        if (seeds := extra.get(key))
+    )
 
 
 def our_table(entries: list[dict]) -> pd.DataFrame:
