@@ -338,8 +338,10 @@ def test_bad_options_stop_before_tensorflow_or_torch_load(argv, tmp_path):
 def test_option_help_states_each_profiles_default():
     """Flags made from the dataclass fields say their default, or each profile's when the profiles differ."""
     actions = {option: action for action in command_actions()["finetune"] for option in action.option_strings}
-    lr = "learning rate (quick 0.002, cpu 0.001, full 0.0002, rerank quick 0.002, rerank full 0.0002)"
+    lr = "learning rate (quick 0.002, cpu 0.001, full 0.0002, rerank quick 0.002, rerank full 0.0002, rerank labels quick 0.002)"
     assert actions["--lr"].help == lr and actions["--lr"].default is None
+    steps = "(quick 60, cpu 90, full none, rerank quick 200, rerank full none, rerank labels quick 100)"
+    assert actions["--steps"].help.endswith(steps)
     assert actions["--r"].help == "rank (default 8)" and actions["--r"].type is int
     assert actions["--target-modules"].type("q_proj, ,v_proj") == ("q_proj", "v_proj")
     data = {option: action for action in command_actions()["data stats"] for option in action.option_strings}
