@@ -3,10 +3,11 @@
 No hub is needed: the model is built from its published configuration with random weights (speed and memory do not
 depend on the values), saved to a temporary folder, loaded through the project's own 4-bit path
 (`dualrec.finetune.training.trainable_model`: NF4, double quantization, prepare_model_for_kbit_training, LoRA) and trained
-with the project's Trainer settings (`training_arguments`) on token batches of the full profile's shape
-(--batch-size x --grad-accum examples of --max-length tokens, the loss on the last --answer-tokens of each).
+with the project's Trainer settings (`training_arguments`) on token batches of a task's full profile's shape
+(--batch-size x --grad-accum examples of --max-length tokens, the loss on the last --answer-tokens of each): Stage 3's
+(`--task generate`) or the hybrid's ranking adapter's (`--task rerank [--scorer labels]`, 1,024 tokens an example).
 
-    python benchmarks/bench_qlora.py --shape deepseek-r1-distill-qwen-1.5b --steps 8 [--json OUT]
+    python benchmarks/bench_qlora.py --shape deepseek-r1-distill-qwen-1.5b [--task rerank] --steps 8 [--json OUT]
 """
 
 from __future__ import annotations
@@ -25,9 +26,10 @@ from transformers import AutoConfig, AutoModelForCausalLM, Trainer, TrainerCallb
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from dualrec.finetune.examples import IGNORE, PROFILES  # noqa: E402
+from dualrec.finetune.examples import IGNORE, TASK_PROFILES, FinetuneOptions, profile  # noqa: E402
 from dualrec.finetune.training import trainable_model, training_arguments  # noqa: E402
 from dualrec.llm import resolve_preset  # noqa: E402
+from dualrec.ranking.hybrid import SCORERS  # noqa: E402
 from tests.finetune_fixtures import byte_tokenizer  # noqa: E402
 
 # The published configurations (config.json on the hub) of the presets' models.
@@ -69,6 +71,10 @@ SHAPES = {
         ),
     ),
 }
+
+
+# ML-1M's training users (docs/design.md), who give the fine-tuning examples: 13,536 at the full profiles' 4 a user.
+EXAMPLE_USERS = 3_384
 
 
 class StepClock(TrainerCallback):
@@ -113,31 +119,37 @@ def token_batches(count: int, length: int, answer: int, vocab: int, seed: int) -
     return examples
 
 
+def bench_options(args: argparse.Namespace, base: str) -> FinetuneOptions:
+    """The task's full profile in 4 bits on `base`, with the command line's shape and steps, never validated or saved."""
+    full = profile(args.task, "full", args.scorer)
+    return dataclasses.replace(
+        full,
+        base=base,
+        four_bit=True,
+        max_steps=args.steps,
+        batch_size=args.batch_size or full.batch_size,
+        grad_accum=args.grad_accum or full.grad_accum,
+        max_length=args.max_length or full.max_length,
+        eval_steps=10**6,
+        save_steps=10**6,
+    )
+
+
 def run(args: argparse.Namespace) -> dict:
     folder = Path(tempfile.mkdtemp(prefix=f"qlora-{args.shape}-"))
     started = time.perf_counter()
     parameters = save_random_model(args.shape, folder)
     built = time.perf_counter() - started
-    profile = PROFILES["full"]
-    options = dataclasses.replace(
-        profile,
-        base=str(folder),
-        four_bit=True,
-        max_steps=args.steps,
-        batch_size=args.batch_size,
-        grad_accum=args.grad_accum,
-        max_length=args.max_length,
-        eval_steps=10**6,
-        save_steps=10**6,
-    )
+    options = bench_options(args, str(folder))
     torch.cuda.reset_peak_memory_stats()
     started = time.perf_counter()
     model, _ = trainable_model(resolve_preset(str(folder)), options)
     loaded = time.perf_counter() - started
     weights = torch.cuda.memory_allocated() / 2**30
+    per_step = options.batch_size * options.grad_accum
     examples = token_batches(
-        args.steps * args.batch_size * args.grad_accum,
-        args.max_length,
+        args.steps * per_step,
+        options.max_length,
         args.answer_tokens,
         SHAPES[args.shape][1]["vocab_size"],
         0,
@@ -152,24 +164,25 @@ def run(args: argparse.Namespace) -> dict:
     )
     trainer.train()
     steady = clock.seconds[1:] or clock.seconds  # the first step includes kernel compilation and warm-up
-    per_step = statistics.median(steady)
-    full_steps = 846  # the full profile on ML-1M: 4 examples per training user (13,536) / 16 per step
+    seconds = statistics.median(steady)
+    full_steps = round(EXAMPLE_USERS * options.examples_per_user / per_step)  # the full profile's epoch on ML-1M
     return {
         "shape": args.shape,
+        "task": args.task + (f" --scorer {args.scorer}" if args.task == "rerank" else ""),
         "gpu": torch.cuda.get_device_name(),
         "parameters": parameters,
         "trainable": model.get_nb_trainable_parameters()[0],
         "lora": {"r": options.r, "alpha": options.alpha, "targets": list(options.target_modules)},
-        "examples_per_step": args.batch_size * args.grad_accum,
-        "tokens_per_example": args.max_length,
+        "examples_per_step": per_step,
+        "tokens_per_example": options.max_length,
         "build_and_save_s": round(built, 1),
         "load_4bit_s": round(loaded, 1),
         "weights_gib": round(weights, 2),
         "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
         "first_step_s": round(clock.seconds[0], 2),
-        "seconds_per_step": round(per_step, 3),
-        "tokens_per_s": round(args.batch_size * args.grad_accum * args.max_length / per_step),
-        "full_profile_minutes": round(full_steps * per_step / 60, 1),
+        "seconds_per_step": round(seconds, 3),
+        "tokens_per_s": round(per_step * options.max_length / seconds),
+        "full_profile_minutes": round(full_steps * seconds / 60, 1),
         "versions": {"torch": torch.__version__, "bitsandbytes": __import__("bitsandbytes").__version__},
     }
 
@@ -177,10 +190,12 @@ def run(args: argparse.Namespace) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", choices=SHAPES, default="deepseek-r1-distill-qwen-1.5b")
+    parser.add_argument("--task", choices=sorted(TASK_PROFILES), default="generate", help="whose full profile")
+    parser.add_argument("--scorer", choices=SCORERS, default="likelihood", help="--task rerank: the scorer's task")
     parser.add_argument("--steps", type=int, default=8)
-    parser.add_argument("--batch-size", type=int, default=PROFILES["full"].batch_size)
-    parser.add_argument("--grad-accum", type=int, default=PROFILES["full"].grad_accum)
-    parser.add_argument("--max-length", type=int, default=PROFILES["full"].max_length)
+    parser.add_argument("--batch-size", type=int, help="examples per forward pass (default: the profile's)")
+    parser.add_argument("--grad-accum", type=int, help="forward passes per step (default: the profile's)")
+    parser.add_argument("--max-length", type=int, help="tokens per example (default: the profile's)")
     parser.add_argument("--answer-tokens", type=int, default=100, help="tokens of each example under the loss")
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args()
