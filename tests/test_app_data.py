@@ -175,6 +175,11 @@ def test_results_files_become_our_table_and_metric_charts(dataset, tmp_path):
     figure = figures.metric_figure(frame, app_data.poster_table(), "HR@5")
     assert len(figure.data) == 3 and len(figure.data[-1].x) == len(POSTER_RESULTS)  # a bar per protocol, the poster's
     assert len(figures.metric_figure(frame, app_data.poster_table(), "HR@10").data) == 2
+    # the same system from two files under one protocol: a place each, not one stacked bar
+    write_results(results_document(entries[:1], dataset, "test", 50, 0, 1.0), tmp_path / "again.json")
+    frame = app_data.metric_frame(app_data.load_results([tmp_path]).entries, "HR@5")
+    full, sampled = figures.metric_figure(frame, app_data.poster_table(), "HR@5").data[:2]
+    assert list(full.x) == ["lstm · again", "lstm · run"] and list(full.y) == [0.6, 0.6] and list(sampled.x) == ["lstm"]
 
 
 def test_a_background_task_gives_its_value_or_raises_its_error():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import plotly.graph_objects as go
 
@@ -96,7 +98,8 @@ def genres_figure(genres: pd.DataFrame) -> go.Figure:
 
 def metric_figure(ours: pd.DataFrame, poster: pd.DataFrame, metric: str) -> go.Figure:
     """One metric: our rows with their intervals (one colour per protocol) beside the poster's rows (grey); a system
-    of both tables ("fpmc", "FPMC") shares one place on the axis."""
+    of both tables ("fpmc", "FPMC") shares one place on the axis, and a system that several files measured under one
+    protocol gets a place per file (bars of one place would stack)."""
     spelling = {name.casefold(): name for name in poster["system"]}
     traces = []
     for i, (protocol, rows) in enumerate(ours.groupby("protocol", sort=False)):
@@ -106,7 +109,11 @@ def metric_figure(ours: pd.DataFrame, poster: pd.DataFrame, metric: str) -> go.F
             "array": rows["high"] - rows["value"],
             "arrayminus": rows["value"] - rows["low"],
         }
-        systems = [spelling.get(name.casefold(), name) for name in rows["system"]]
+        repeated = rows["system"].duplicated(keep=False)
+        systems = [
+            f"{name} · {Path(file).stem}" if again else spelling.get(name.casefold(), name)
+            for name, file, again in zip(rows["system"], rows["file"], repeated)
+        ]
         traces.append(
             go.Bar(name=f"ours: {protocol}", x=systems, y=rows["value"], error_y=error, marker_color=PALETTE[i % len(PALETTE)])
         )

@@ -431,13 +431,14 @@ def our_table(entries: list[dict]) -> pd.DataFrame:
 
 
 def metric_frame(entries: list[dict], metric: str) -> pd.DataFrame:
-    """One metric of every entry that has it: value and interval, for a chart."""
+    """One metric of every entry that has it: value, interval and results file, for a chart."""
+    columns = ["system", "protocol", "value", "low", "high", "file"]
     rows = [
-        {"system": e["system"], "protocol": e["protocol"], "value": m["value"], "low": m["low"], "high": m["high"]}
+        [e["system"], e["protocol"], m["value"], m["low"], m["high"], e.get("file", "")]
         for e in entries
         if (m := e["metrics"].get(metric))
     ]
-    return pd.DataFrame(rows, columns=["system", "protocol", "value", "low", "high"])
+    return pd.DataFrame(rows, columns=columns)
 
 
 def poster_table() -> pd.DataFrame:
