@@ -21,7 +21,14 @@ from dualrec.config import GENRES, PROMPT_K, PROMPT_TEMPLATE, DataConfig
 from dualrec.data.dataset import Dataset, choose_catalogue, describe_user
 from dualrec.data.titles import fold_text
 from dualrec.errors import DualrecError
-from dualrec.evaluation.results import POSTER_BASELINE_PROTOCOL, POSTER_RESULTS, poster_comparison, read_results, table_rows
+from dualrec.evaluation.results import (
+    POSTER_BASELINE_PROTOCOL,
+    POSTER_RESULTS,
+    poster_comparison,
+    read_results,
+    seeds_text,
+    table_rows,
+)
 from dualrec.grounding.pipeline import Stage2Result, user_history
 from dualrec.llm import DEFAULT_PRESET, PRESETS, LLMError, adapter_on, resolve_preset
 from dualrec.llm.adapters import ADAPTER_CONFIG, adapter_dir, read_metadata
@@ -415,11 +422,7 @@ def protocol_note(document: dict, entry: dict) -> str:
 def seeds_note(extra: dict) -> str:
     """The seeds that drew an entry's candidates ('negative seeds 0, 1'), so that rows of different draws tell apart."""
     named = {"negative_seeds": "negative seed", "candidate_seeds": "candidate seed"}
-    return ", ".join(
-        f"{label}{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
-        for key, label in named.items()
-        if (seeds := extra.get(key))
-    )
+    return ", ".join(seeds_text(label, seeds) for key, label in named.items() if (seeds := extra.get(key)))
 
 
 def our_table(entries: list[dict]) -> pd.DataFrame:

@@ -39,7 +39,7 @@ from dualrec.data.poster import EVAL_SAMPLE, PosterData, poster_dataset
 from dualrec.evaluation.freeform import sampled_rows
 from dualrec.evaluation.harness import check_names, ranks_in_candidates, ranks_of_lists, run_options, system_name
 from dualrec.evaluation.metrics import interval, ndcg
-from dualrec.evaluation.results import result_entry, results_document
+from dualrec.evaluation.results import result_entry, results_document, seeds_text
 from dualrec.evaluation.significance import paired_comparison
 from dualrec.ranking.base import CandidateRanker, Progress, Recommender, Reranker
 from dualrec.ranking.registry import HYBRID, LSTM, NIR, fitted, load_system, system_names
@@ -177,7 +177,7 @@ def drawn_label(sessions: int, limit_seed: int, seeds: list) -> str:
     """What a row's name adds when it scores fewer than the 1,000 sessions or the five test candidate draws."""
     label = "" if sessions == EVAL_SAMPLE else f"; {sessions} of the {EVAL_SAMPLE:,} sessions, seed {limit_seed}"
     if seeds != ["valid"] and len(seeds) < len(POSTER_CANDIDATE_SEEDS):
-        label += f"; candidate seed{'s' * (len(seeds) > 1)} {', '.join(map(str, seeds))}"
+        label += f"; {seeds_text('candidate seed', seeds)}"
     return label
 
 

@@ -191,6 +191,11 @@ def read_results(path: str | Path) -> dict:
     return document
 
 
+def seeds_text(label: str, seeds: list) -> str:
+    """Seeds in words, plural when several: 'candidate seed 0', 'negative seeds 0, 1'."""
+    return f"{label}{'s' if len(seeds) > 1 else ''} {', '.join(map(str, seeds))}"
+
+
 def table_rows(entries: list[dict], intervals: bool = True) -> list[dict[str, str]]:
     """Printable rows: system, protocol and each metric as "value [low, high]" (± the seed spread when repeated)."""
     rows = []
